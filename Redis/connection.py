@@ -1,0 +1,37 @@
+"""Redis clients made lazily from the settings, and the one place Redis errors become MCS errors.
+
+No client connects at import time: ``redis.Redis`` opens connections on first use and reconnects by itself, so a
+registry made while Redis is down starts working as soon as Redis is back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+
+from mcs.errors import ServiceUnavailable
+from mcs.settings import Settings
+
+
+def make_client(settings: Settings, db: int | None = None) -> redis.Redis:
+    return redis.Redis(**settings.redis_kwargs(db))
+
+
+@contextmanager
+def redis_errors(settings: Settings) -> Iterator[None]:
+    """Translate redis-py's connection and auth errors into ServiceUnavailable with the fix in the message."""
+    try:
+        yield
+    except redis.AuthenticationError:
+        raise ServiceUnavailable(
+            f"Redis at {settings.redis_location} refused the credentials: check REDIS_PASSWORD",
+            service="redis",
+        ) from None
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise ServiceUnavailable(
+            f"Redis at {settings.redis_location} is not reachable ({type(exc).__name__}): start Redis "
+            "or set REDIS_HOST/REDIS_PORT; MCS reconnects by itself once it answers",
+            service="redis",
+        ) from None

@@ -1,0 +1,38 @@
+"""Every Redis key MCS writes, built in this one module so the schema can be read in a minute.
+
+All keys start with the configured prefix (``MCS_METADATA_PREFIX``, default ``mcs:``) and live in the metadata
+DB (``MCS_METADATA_DB``). Celery's own keys (broker and results) are Celery's business and not listed here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "mcs:"
+
+    def task(self, name: str) -> str:
+        """STRING, JSON of one TaskRecord."""
+        return f"{self.prefix}task:{name}"
+
+    def all_tasks(self) -> str:
+        """SET of every registered task name."""
+        return f"{self.prefix}tasks"
+
+    def category(self, category: str) -> str:
+        """SET of the task names in one category."""
+        return f"{self.prefix}category:{category}"
+
+    def categories(self) -> str:
+        """SET of the categories that have at least one task (so listing them needs no KEYS)."""
+        return f"{self.prefix}categories"
+
+    def issued(self, task_id: str) -> str:
+        """STRING with TTL, JSON {task_name, queue, sent_at}: a task id MCS issued (so unknown ids are not PENDING)."""
+        return f"{self.prefix}issued:{task_id}"
+
+    def deploy_lock(self, task_name: str) -> str:
+        """STRING with TTL, a random token: one deploy at a time per task (SET NX PX, compare-and-delete)."""
+        return f"{self.prefix}lock:deploy:{task_name}"

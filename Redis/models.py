@@ -1,0 +1,104 @@
+"""The task record stored in the registry, and the parameter descriptor the original's tools pass around."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mcs.errors import InvalidInput
+from mcs.names import validate_category, validate_description, validate_identifier, validate_name
+
+MAX_PARAMETERS = 64
+MAX_TYPE_CHARS = 200
+MAX_PARAM_DESCRIPTION_CHARS = 1000
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ParameterSpec(BaseModel):
+    """One parameter of a task: ``{"name", "type", "required", "description"}`` and optionally ``default``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    type: str = Field("Any", min_length=1, max_length=MAX_TYPE_CHARS)
+    required: bool = True
+    description: str = Field("", max_length=MAX_PARAM_DESCRIPTION_CHARS)
+    default: Any = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return validate_identifier(value, "parameter name")
+
+
+class DeploymentInfo(BaseModel):
+    """Where and how a task's worker runs; filled by the deploy worker."""
+
+    model_config = ConfigDict(extra="allow")
+
+    deployment_id: str | None = None
+    version: str | None = None
+    image: str | None = None
+    container_id: str | None = None
+    runtime: str | None = None
+    deployed_at: datetime | None = None
+
+
+class TaskRecord(BaseModel):
+    """What the registry knows of one task. Timestamps are UTC."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    parameters: list[ParameterSpec] = Field(default_factory=list, max_length=MAX_PARAMETERS)
+    return_type: str = Field("Any", min_length=1, max_length=MAX_TYPE_CHARS)
+    category: str = "general"
+    queue: str = "celery"
+    created_at: datetime = Field(default_factory=utc_now)
+    last_updated: datetime = Field(default_factory=utc_now)
+    deployment: DeploymentInfo | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return validate_name(value, "task_name")
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, value: str) -> str:
+        return validate_name(value, "queue")
+
+    @field_validator("category")
+    @classmethod
+    def _category(cls, value: str) -> str:
+        return validate_category(value)
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, value: str) -> str:
+        return validate_description(value)
+
+    @model_validator(mode="after")
+    def _unique_parameters(self) -> TaskRecord:
+        seen: set[str] = set()
+        for spec in self.parameters:
+            if spec.name in seen:
+                raise InvalidInput("parameters", spec.name, "parameter names must be unique")
+            seen.add(spec.name)
+        return self
+
+
+def parse_model(model: type[BaseModel], data: Any, field: str) -> Any:
+    """Validate ``data`` as ``model``; a pydantic error becomes InvalidInput naming the first bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or field
+        raise InvalidInput(f"{field}.{where}" if where != field else field, first.get("input"), first["msg"]) from None
