@@ -1,0 +1,83 @@
+"""Shared fixtures: a private Redis server per test session, settings pointing at it, a Docker client.
+
+Tiers (markers): ``unit`` needs nothing; ``integration`` uses the Redis server this suite starts itself;
+``docker`` needs a daemon: skipped with the reason locally when none answers, a failure when MCS_REQUIRE_DOCKER=1.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from mcs.settings import Settings
+from Redis.server import LocalRedisServer
+
+TEST_LABEL = "mcs.test"
+REQUIRE_DOCKER = os.environ.get("MCS_REQUIRE_DOCKER") == "1"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's own .env, Redis/redis_config.py or REDIS_* variables."""
+    for name in list(os.environ):
+        if name.startswith(("REDIS_", "MCS_")) and name != "MCS_REQUIRE_DOCKER":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("MCS_REDIS_CONFIG_FILE", str(tmp_path / "no_redis_config.py"))
+
+
+def make_settings(tmp_path: Path, **overrides) -> Settings:
+    values = {
+        "generated_tasks_dir": tmp_path / "generated_tasks",
+        "deployments_dir": tmp_path / "deployments",
+        "metadata_prefix": f"mcs-test-{uuid.uuid4().hex[:8]}:",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisServer]:
+    server = LocalRedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def settings(redis_server: LocalRedisServer, tmp_path: Path) -> Settings:
+    """Settings for the private server; its DBs are flushed before each test (it is ours alone)."""
+    s = make_settings(tmp_path, redis_host="127.0.0.1", redis_port=redis_server.port)
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port)
+    client.flushall()
+    client.close()
+    return s
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """A docker-py client, or a skip (a failure under MCS_REQUIRE_DOCKER=1) when no daemon answers."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as exc:
+        reason = f"no Docker daemon answers ({type(exc).__name__}: {exc}); start dockerd to run this test"
+        if REQUIRE_DOCKER:
+            pytest.fail(reason + " [MCS_REQUIRE_DOCKER=1]")
+        pytest.skip(reason)
+    _remove_labelled(client)
+    yield client
+    _remove_labelled(client)
+    client.close()
+
+
+def _remove_labelled(client) -> None:
+    for container in client.containers.list(all=True, filters={"label": TEST_LABEL}):
+        container.remove(force=True)

@@ -1,0 +1,85 @@
+"""The task registry on fakeredis (fast tier) and on a real Redis server (integration tier)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import fakeredis
+import pytest
+import redis
+
+from mcs.errors import ServiceUnavailable
+from mcs.settings import Settings
+from Redis.registry import LIST_CHUNK, TaskRegistry
+from Redis.server import LocalRedisServer
+from tests.conftest import make_settings
+from tests.registry_contract import RegistryContract
+
+
+@pytest.mark.unit
+class TestRegistryOnFakeRedis(RegistryContract):
+    @pytest.fixture
+    def registry(self, tmp_path: Path) -> TaskRegistry:
+        return TaskRegistry(make_settings(tmp_path), client=fakeredis.FakeRedis(decode_responses=True))
+
+
+@pytest.mark.integration
+class TestRegistryOnRealRedis(RegistryContract):
+    @pytest.fixture
+    def registry(self, settings: Settings) -> TaskRegistry:
+        return TaskRegistry(settings)
+
+
+def command_calls(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_info",))
+
+
+@pytest.mark.integration
+def test_ten_thousand_tasks_listed_in_bounded_round_trips(settings: Settings) -> None:
+    registry = TaskRegistry(settings)
+    for i in range(10_000):
+        registry.register(name=f"task_{i:05d}", category=f"cat{i % 7}")
+    before = command_calls(registry.client)
+    records = registry.list()
+    used = command_calls(registry.client) - before
+    assert len(records) == 10_000
+    assert [r.name for r in records[:2]] == ["task_00000", "task_00001"]
+    assert used <= 1 + math.ceil(10_000 / LIST_CHUNK), used
+    before = command_calls(registry.client)
+    categories = registry.categories()
+    assert command_calls(registry.client) - before <= 1 + len(categories)
+    assert sum(categories.values()) == 10_000
+
+
+@pytest.mark.integration
+def test_registry_recovers_when_redis_comes_back(tmp_path: Path) -> None:
+    server = LocalRedisServer(tmp_path / "r").start()
+    port = server.port
+    registry = TaskRegistry(make_settings(tmp_path, redis_port=port, redis_socket_timeout_s=1))
+    registry.register(name="before")
+    server.stop()
+    with pytest.raises(ServiceUnavailable, match=rf"127.0.0.1:{port} is not reachable"):
+        registry.names()
+    server = LocalRedisServer(tmp_path / "r2", port=port).start()
+    try:
+        registry.register(name="after")  # same registry object: no client frozen at creation
+        assert registry.names() == ["after"]
+    finally:
+        server.stop()
+
+
+@pytest.mark.integration
+def test_registry_made_while_redis_is_down_works_later(tmp_path: Path) -> None:
+    from Redis.server import free_port
+
+    port = free_port()
+    registry = TaskRegistry(make_settings(tmp_path, redis_port=port, redis_socket_timeout_s=1))
+    with pytest.raises(ServiceUnavailable):
+        registry.find("x")
+    server = LocalRedisServer(tmp_path / "r", port=port).start()
+    try:
+        assert registry.find("x") is None
+    finally:
+        server.stop()
