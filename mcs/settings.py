@@ -137,7 +137,7 @@ class RedisConfigFileSource(PydanticBaseSettingsSource):
     KEY_MAP: ClassVar[dict[str, str]] = {
         "host": "redis_host",
         "port": "redis_port",
-        "password": "redis_password",
+        "password": "redis_password",  # pragma: allowlist secret
         "db": "metadata_db",
         "broker_db": "redis_broker_db",
         "backend_db": "redis_backend_db",

@@ -14,7 +14,7 @@ from Redis.registry import TaskRegistry
 from Redis.server import LocalRedisServer
 from tests.conftest import make_settings
 
-SPECIAL_PASSWORD = "s3/cr@t:p%ss#word"
+SPECIAL_PASSWORD = "s3/cr@t:p%ss#word"  # pragma: allowlist secret
 
 
 @pytest.mark.unit

@@ -11,7 +11,7 @@ from mcs.settings import Settings, load_settings
 
 pytestmark = pytest.mark.unit
 
-SPECIAL_PASSWORD = "p/a@s:s%w#rd"
+SPECIAL_PASSWORD = "p/a@s:s%w#rd"  # pragma: allowlist secret
 
 
 def write_config(path: Path, host: str = "cfg-host", port: int = 1111) -> None:
