@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from mcs.errors import NotFound
+from mcs.errors import InvalidInput, NotFound
 from mcs.names import validate_category, validate_name
 from mcs.settings import Settings
 from Redis.connection import make_client, redis_errors
@@ -66,6 +66,8 @@ class TaskRegistry:
             },
             "task",
         )
+        if draft.queue == self.settings.deploy_queue:
+            raise InvalidInput("queue", draft.queue, "the deploy queue is reserved for MCS's deploy worker")
         task_key = self.keys.task(draft.name)
         saved: dict[str, TaskRecord] = {}
 

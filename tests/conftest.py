@@ -49,12 +49,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedi
         server.stop()
 
 
+TEST_METADATA_DB = 2
+
+
 @pytest.fixture
 def settings(redis_server: LocalRedisServer, tmp_path: Path) -> Settings:
-    """Settings for the private server; its DBs are flushed before each test (it is ours alone)."""
-    s = make_settings(tmp_path, redis_host="127.0.0.1", redis_port=redis_server.port)
-    client = redis.Redis(host="127.0.0.1", port=redis_server.port)
-    client.flushall()
+    """Settings for the private server. Its metadata DB is flushed before each test; the broker and result DBs
+    are left alone so that session-long workers keep their queue bindings (results use unique ids anyway)."""
+    s = make_settings(tmp_path, redis_port=redis_server.port, metadata_db=TEST_METADATA_DB)
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port, db=TEST_METADATA_DB)
+    client.flushdb()
     client.close()
     return s
 

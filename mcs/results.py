@@ -1,0 +1,82 @@
+"""Result models of the MCP tools: the original's keys (success, message, ...) plus typed fields.
+
+Every model is what a client receives as ``structuredContent`` and what its ``outputSchema`` describes. Failures
+are not modelled here: they come back as ``isError`` results with ``success: false``, ``error`` (a short code) and
+``message`` (what was wrong and what is accepted), plus the error's details.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from Redis.models import TaskRecord
+
+
+class ToolResult(BaseModel):
+    success: bool = True
+    message: str
+
+
+class TaskCallResult(ToolResult):
+    """A task run to completion by trigger_celery_task."""
+
+    task_id: str
+    task_name: str
+    queue: str
+    status: str = Field(description="Celery's final state: SUCCESS")
+    result: Any = Field(None, description="the task's return value, as JSON")
+    error: str | None = None
+    elapsed_ms: float = Field(description="time from sending the task to receiving its result")
+
+
+class TaskSentResult(ToolResult):
+    """A task queued by send_celery_task; follow up with get_celery_result(task_id)."""
+
+    task_id: str
+    task_name: str
+    queue: str
+    status: str = "SENT"
+
+
+class TaskStatusResult(ToolResult):
+    """The state of a task id MCS issued."""
+
+    task_id: str
+    task_name: str | None = None
+    queue: str | None = None
+    status: str = Field(description="PENDING, STARTED, RETRY, SUCCESS or FAILURE")
+    ready: bool
+    result: Any = None
+    error: str | None = None
+    exception_type: str | None = None
+    traceback: str | None = None
+
+
+class TaskListResult(ToolResult):
+    tasks: list[TaskRecord]
+    total_count: int = Field(description="how many tasks match, over all pages")
+    offset: int = 0
+    limit: int
+
+
+class TaskDetailsResult(ToolResult):
+    task: TaskRecord
+
+
+class RegisterResult(ToolResult):
+    task_name: str
+    task: TaskRecord
+
+
+class CategoryTasksResult(ToolResult):
+    category: str
+    tasks: list[TaskRecord]
+    count: int
+
+
+class CategoriesResult(ToolResult):
+    categories: list[str]
+    counts: dict[str, int] = Field(description="number of tasks in each category")
+    count: int

@@ -1,0 +1,42 @@
+"""The long-lived resources of one MCS process (registry, Celery app, invoker), each created on first use.
+
+Nothing connects at import or at server start: spawn plus initialize stays at the SDK's own floor, and a Redis
+that is down at start is picked up as soon as it answers.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from mcs.settings import Settings
+from Redis.registry import TaskRegistry
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from mcs.invoker import TaskInvoker
+
+
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+
+    @cached_property
+    def registry(self) -> TaskRegistry:
+        return TaskRegistry(self.settings)
+
+    @cached_property
+    def celery_app(self) -> Celery:
+        from mcp_app import create_celery_app  # celery is slow to import: only when a task is first sent
+
+        with self._lock:
+            return create_celery_app(self.settings)
+
+    @cached_property
+    def invoker(self) -> TaskInvoker:
+        from mcs.invoker import TaskInvoker
+
+        return TaskInvoker(self.settings, self.registry, self.celery_app)

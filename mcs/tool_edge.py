@@ -1,0 +1,97 @@
+"""The MCP edge: turns plain functions that return result models into MCP tools.
+
+A registered tool returns its model as ``structuredContent`` (with an ``outputSchema`` derived from the model)
+and as JSON text. Any ``MCSError`` becomes an ``isError`` result whose JSON carries ``success: false``, the error
+code, the message (what was wrong, which value, what is accepted) and its details, so the model can correct
+itself. An unexpected exception is logged with its traceback (to stderr) and reported with its type and message:
+the server never crashes on input and never answers a bare "unknown error".
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel
+
+from mcs.errors import MCSError
+
+log = logging.getLogger(__name__)
+
+
+def success_result(model: BaseModel) -> CallToolResult:
+    data = model.model_dump(mode="json")
+    return CallToolResult(content=[_text(data)], structured_content=data)
+
+
+def error_result(exc: MCSError) -> CallToolResult:
+    data = {"success": False, **exc.to_dict()}
+    return CallToolResult(content=[_text(data)], structured_content=data, is_error=True)
+
+
+def _text(data: dict[str, Any]) -> TextContent:
+    return TextContent(type="text", text=json.dumps(data, ensure_ascii=False, default=str))
+
+
+def add_tool(
+    server: MCPServer,
+    fn: Callable[..., Any],
+    *,
+    read_only: bool,
+    destructive: bool = False,
+    idempotent: bool = False,
+    open_world: bool = False,
+    title: str | None = None,
+) -> None:
+    """Register ``fn`` (sync or async, returning a pydantic model) as a tool named after it; one call per tool."""
+    name = fn.__name__
+    signature = inspect.signature(fn, eval_str=True)
+    model = signature.return_annotation
+
+    def handle(exc: Exception) -> CallToolResult:
+        if isinstance(exc, MCSError):
+            log.info("tool %s: %s", name, exc.code)
+            return error_result(exc)
+        log.exception("tool %s raised unexpectedly", name)
+        return error_result(MCSError(f"{name} failed unexpectedly: {type(exc).__name__}: {exc}"))
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> CallToolResult:
+            try:
+                return success_result(await fn(*args, **kwargs))
+            except Exception as exc:
+                return handle(exc)
+
+    else:
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> CallToolResult:
+            try:
+                return success_result(fn(*args, **kwargs))
+            except Exception as exc:
+                return handle(exc)
+
+    returns = Annotated[CallToolResult, model]
+    wrapper.__signature__ = signature.replace(return_annotation=returns)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {**{p.name: p.annotation for p in signature.parameters.values()}, "return": returns}
+    server.add_tool(
+        wrapper,
+        name=name,
+        title=title,
+        description=inspect.cleandoc(fn.__doc__ or ""),
+        annotations=ToolAnnotations(
+            title=title,
+            read_only_hint=read_only,
+            destructive_hint=destructive,
+            idempotent_hint=idempotent,
+            open_world_hint=open_world,
+        ),
+    )
