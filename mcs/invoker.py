@@ -13,6 +13,7 @@ import logging
 import re
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from mcs.errors import InvalidInput, MCSError, NotFound, ServiceUnavailable, TaskFailed, TaskTimeout
@@ -53,6 +54,7 @@ def _install_deadline_drainer() -> None:
 
     register_drainer("default")(DeadlineDrainer)
 
+
 TASK_ID_RULE = "a task id as returned by trigger_celery_task or send_celery_task (a UUID)"
 _TASK_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 MAX_TRACEBACK_CHARS = 4000
@@ -62,6 +64,7 @@ MAX_TIMEOUT_S = 3600.0
 class TaskInvoker:
     def __init__(self, settings: Settings, registry: TaskRegistry, celery_app: Celery) -> None:
         _install_deadline_drainer()
+        self._background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mcs-remember")
         self.settings = settings
         self.registry = registry
         self.app = celery_app
@@ -90,7 +93,7 @@ class TaskInvoker:
         return record
 
     def send(self, task_name: Any, args: Any = None, kwargs: Any = None, queue: Any = None) -> TaskSentResult:
-        record, result = self._send(task_name, args, kwargs, queue)
+        record, result, _ = self._send(task_name, args, kwargs, queue)
         return TaskSentResult(
             task_id=result.id,
             task_name=record.name,
@@ -103,10 +106,11 @@ class TaskInvoker:
     ) -> TaskCallResult:
         timeout = self._timeout(timeout_s)
         started = time.perf_counter()
-        record, result = self._send(task_name, args, kwargs, queue)
+        record, result, remembered = self._send(task_name, args, kwargs, queue, wait_for_record=False)
         try:
             value = result.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
         except Exception as exc:
+            remembered.result()
             if type(exc).__name__ == "TimeoutError":
                 raise TaskTimeout(
                     f"task {record.name} did not finish within {timeout:g} s; it may still run: "
@@ -117,6 +121,7 @@ class TaskInvoker:
                     status=self._state(result),
                 ) from None
             raise self._celery_error(exc) from None
+        remembered.result()
         elapsed_ms = (time.perf_counter() - started) * 1000
         state = result.state
         if state != "SUCCESS":
@@ -131,23 +136,32 @@ class TaskInvoker:
             message=f"task {record.name} succeeded: {_preview(value)}",
         )
 
-    def _send(self, task_name: Any, args: Any, kwargs: Any, queue: Any) -> tuple[TaskRecord, AsyncResult]:
+    def _send(
+        self, task_name: Any, args: Any, kwargs: Any, queue: Any, wait_for_record: bool = True
+    ) -> tuple[TaskRecord, AsyncResult, Future[None]]:
+        """Validate, send, and remember the task id. The id is recorded in Redis while the caller waits for the
+        result (``wait_for_record=False``), so the extra round trip is off trigger's critical path."""
         from mcp_app import celery_task_name
 
         record = self.resolve(task_name, queue)
         args, kwargs = check_call_arguments(record, args, kwargs, self.settings.max_payload_bytes)
         task_id = str(uuid.uuid4())
-        issued = json.dumps({"task_name": record.name, "queue": record.queue, "sent_at": time.time()})
-        with redis_errors(self.settings):
-            self.registry.client.set(self.registry.keys.issued(task_id), issued, ex=self.settings.result_expires_s)
         try:
             result = self.app.send_task(
                 celery_task_name(record.name), args=args, kwargs=kwargs, queue=record.queue, task_id=task_id
             )
         except Exception as exc:
             raise self._celery_error(exc) from None
-        log.info("sent %s to queue %s as %s", record.name, record.queue, task_id)
-        return record, result
+        log.debug("sent %s to queue %s as %s", record.name, record.queue, task_id)
+        remembered = self._background.submit(self._remember, task_id, record)
+        if wait_for_record:
+            remembered.result()
+        return record, result, remembered
+
+    def _remember(self, task_id: str, record: TaskRecord) -> None:
+        issued = json.dumps({"task_name": record.name, "queue": record.queue, "sent_at": time.time()})
+        with redis_errors(self.settings):
+            self.registry.client.set(self.registry.keys.issued(task_id), issued, ex=self.settings.result_expires_s)
 
     # -- results ----------------------------------------------------------------------------------------------
 
