@@ -33,6 +33,10 @@ class Keys:
         """STRING with TTL, JSON {task_name, queue, sent_at}: a task id MCS issued (so unknown ids are not PENDING)."""
         return f"{self.prefix}issued:{task_id}"
 
+    def deploy_worker_alive(self) -> str:
+        """STRING with a short TTL, refreshed by a running deploy worker (so deploy_task fails fast without one)."""
+        return f"{self.prefix}deploy_worker:alive"
+
     def deploy_lock(self, task_name: str) -> str:
         """STRING with TTL, a random token: one deploy at a time per task (SET NX PX, compare-and-delete)."""
         return f"{self.prefix}lock:deploy:{task_name}"

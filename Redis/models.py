@@ -46,6 +46,8 @@ class DeploymentInfo(BaseModel):
     image: str | None = None
     container_id: str | None = None
     runtime: str | None = None
+    hostname: str | None = None
+    dockerfile: str | None = None
     deployed_at: datetime | None = None
 
 

@@ -80,3 +80,48 @@ class CategoriesResult(ToolResult):
     categories: list[str]
     counts: dict[str, int] = Field(description="number of tasks in each category")
     count: int
+
+
+class DeployResult(ToolResult):
+    """A deployment: the original's keys at top level, plus version, runtime and per-step timings."""
+
+    task_name: str
+    queue: str
+    deployment_id: str
+    docker_image: str = Field(description="the worker image (docker runtime) or environment (process runtime)")
+    container_id: str = Field(description="the worker container id (docker) or process id (process runtime)")
+    worker_status: str = Field(description="RUNNING once the new worker answered a Celery ping")
+    version: str = Field(description="content hash of the deployed files")
+    runtime: str = Field(description="docker, or process (no container isolation)")
+    reused: bool = Field(description="true when the same files were already deployed: nothing rebuilt or restarted")
+    dockerfile: str = Field(description="rendered (MCS's recipe) or custom (the folder's own Dockerfile)")
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    task: TaskRecord | None = None
+
+
+class DeploymentStatus(BaseModel):
+    task_name: str
+    queue: str
+    version: str | None
+    runtime: str | None
+    docker_image: str | None
+    container_id: str | None
+    worker_status: str
+    deployed_at: str | None
+
+
+class DeploymentsResult(ToolResult):
+    deployments: list[DeploymentStatus]
+    count: int
+
+
+class UndeployResult(ToolResult):
+    task_name: str
+    removed: list[str] = Field(description="what was removed: containers, images, folders, registry entry, queue")
+
+
+class TaskLogsResult(ToolResult):
+    task_name: str
+    container_id: str
+    lines: int
+    logs: str

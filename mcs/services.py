@@ -1,4 +1,4 @@
-"""The long-lived resources of one MCS process (registry, Celery app, invoker), each created on first use.
+"""The long-lived resources of one MCS process (registry, Celery app, invoker, deploy client), each made on first use.
 
 Nothing connects at import or at server start: spawn plus initialize stays at the SDK's own floor, and a Redis
 that is down at start is picked up as soon as it answers.
@@ -16,6 +16,7 @@ from Redis.registry import TaskRegistry
 if TYPE_CHECKING:
     from celery import Celery
 
+    from mcs.deploy_client import DeployClient
     from mcs.invoker import TaskInvoker
 
 
@@ -40,3 +41,9 @@ class Services:
         from mcs.invoker import TaskInvoker
 
         return TaskInvoker(self.settings, self.registry, self.celery_app)
+
+    @cached_property
+    def deploy_client(self) -> DeployClient:
+        from mcs.deploy_client import DeployClient
+
+        return DeployClient(self.settings, self.registry, self.celery_app)

@@ -81,6 +81,54 @@ class Settings(BaseSettings):
         PROJECT_ROOT / "deployments", validation_alias=_env("deployments_dir", "MCS_DEPLOYMENTS_DIR")
     )
     deploy_timeout_s: float = Field(600.0, gt=0, validation_alias=_env("deploy_timeout_s", "MCS_DEPLOY_TIMEOUT_S"))
+    deploy_roots: list[Path] | None = Field(
+        None,
+        description="folders deploy_task may read task folders from (JSON list); default: generated_tasks_dir",
+        validation_alias=_env("deploy_roots", "MCS_DEPLOY_ROOTS"),
+    )
+    deploy_secret: SecretStr | None = Field(
+        None,
+        description="HMAC key that signs deploy messages; created on first use in deploy_secret_file when unset",
+        validation_alias=_env("deploy_secret", "MCS_DEPLOY_SECRET"),
+    )
+    deploy_secret_file: Path = Field(
+        Path.home() / ".config" / "mcs" / "deploy_secret",
+        validation_alias=_env("deploy_secret_file", "MCS_DEPLOY_SECRET_FILE"),
+    )
+    max_bundle_bytes: int = Field(8 * MIB, gt=0, validation_alias=_env("max_bundle_bytes", "MCS_MAX_BUNDLE_BYTES"))
+    max_file_bytes: int = Field(2 * MIB, gt=0, validation_alias=_env("max_file_bytes", "MCS_MAX_FILE_BYTES"))
+    max_files: int = Field(200, gt=0, validation_alias=_env("max_files", "MCS_MAX_FILES"))
+    allow_custom_dockerfile: bool = Field(
+        False, validation_alias=_env("allow_custom_dockerfile", "MCS_ALLOW_CUSTOM_DOCKERFILE")
+    )
+    keep_versions: int = Field(2, ge=1, validation_alias=_env("keep_versions", "MCS_KEEP_VERSIONS"))
+    health_timeout_s: float = Field(60.0, gt=0, validation_alias=_env("health_timeout_s", "MCS_HEALTH_TIMEOUT_S"))
+    deploy_lock_ttl_s: int = Field(900, gt=0, validation_alias=_env("deploy_lock_ttl_s", "MCS_DEPLOY_LOCK_TTL_S"))
+
+    # Worker containers: limits (per-task values may ask for less, never more) and network.
+    worker_runtime: str = Field(
+        "auto", pattern=r"^(auto|docker|process)$", validation_alias=_env("worker_runtime", "MCS_WORKER_RUNTIME")
+    )
+    worker_mem_limit_mb: int = Field(
+        256, ge=32, validation_alias=_env("worker_mem_limit_mb", "MCS_WORKER_MEM_LIMIT_MB")
+    )
+    worker_cpus: float = Field(1.0, gt=0, le=64, validation_alias=_env("worker_cpus", "MCS_WORKER_CPUS"))
+    worker_pids_limit: int = Field(128, ge=16, validation_alias=_env("worker_pids_limit", "MCS_WORKER_PIDS_LIMIT"))
+    worker_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra labels for worker images and containers (JSON object), e.g. to find a test's containers",
+        validation_alias=_env("worker_labels", "MCS_WORKER_LABELS"),
+    )
+    worker_network: str = Field(
+        "host",
+        description="Docker network of worker containers: host (reaches a loopback Redis), none, or a network name",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+        validation_alias=_env("worker_network", "MCS_WORKER_NETWORK"),
+    )
+
+    @property
+    def allowed_deploy_roots(self) -> list[Path]:
+        return [p.resolve() for p in (self.deploy_roots or [self.generated_tasks_dir])]
 
     @property
     def broker_url(self) -> str:

@@ -6,6 +6,7 @@ Tiers (markers): ``unit`` needs nothing; ``integration`` uses the Redis server t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ def make_settings(tmp_path: Path, **overrides) -> Settings:
     values = {
         "generated_tasks_dir": tmp_path / "generated_tasks",
         "deployments_dir": tmp_path / "deployments",
+        "deploy_secret_file": tmp_path / "deploy_secret",
         "metadata_prefix": f"mcs-test-{uuid.uuid4().hex[:8]}:",
     }
     values.update(overrides)
@@ -83,5 +85,11 @@ def docker_client():
 
 
 def _remove_labelled(client) -> None:
+    """Remove what tests made: containers and images labelled mcs.test (never anything else)."""
     for container in client.containers.list(all=True, filters={"label": TEST_LABEL}):
         container.remove(force=True)
+    import docker.errors
+
+    for image in client.images.list(filters={"label": TEST_LABEL}):
+        with contextlib.suppress(docker.errors.NotFound):  # already gone with a parent removed before it
+            client.images.remove(image.id, force=True)

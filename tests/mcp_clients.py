@@ -26,6 +26,7 @@ def server_env(settings: Settings, **extra: str) -> dict[str, str]:
         "MCS_METADATA_PREFIX": settings.metadata_prefix,
         "MCS_GENERATED_TASKS_DIR": str(settings.generated_tasks_dir),
         "MCS_DEPLOYMENTS_DIR": str(settings.deployments_dir),
+        "MCS_DEPLOY_SECRET_FILE": str(settings.deploy_secret_file),
         "MCS_ENV_FILE": os.devnull,
         "MCS_REDIS_CONFIG_FILE": os.devnull + ".absent",
     }

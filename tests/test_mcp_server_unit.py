@@ -31,6 +31,9 @@ TOOLS = {
     "register_task_info",
     "get_tasks_by_category_name",
     "get_task_categories",
+    "undeploy_task",
+    "list_deployments",
+    "get_task_logs",
 }
 READ_ONLY = {
     "get_celery_result",
@@ -38,7 +41,10 @@ READ_ONLY = {
     "get_task_details",
     "get_tasks_by_category_name",
     "get_task_categories",
+    "list_deployments",
+    "get_task_logs",
 }
+DESTRUCTIVE = {"generate_startMain_code", "deploy_task", "undeploy_task"}
 
 
 class NoCelery:
@@ -85,13 +91,14 @@ def register_add(services: Services, **overrides: Any) -> None:
 
 def test_every_tool_is_described_for_the_model(services: Services) -> None:
     tools = {t.name: t for t in list_tools(services)}
-    assert set(tools) >= TOOLS - {"generate_startMain_code", "deploy_task"}
+    assert set(tools) == TOOLS
     for tool in tools.values():
         assert len(tool.description) > 40, tool.name
         assert tool.output_schema is not None, tool.name
         for pname, prop in tool.input_schema.get("properties", {}).items():
             assert prop.get("description"), f"{tool.name}.{pname} has no description"
         assert tool.annotations.read_only_hint is (tool.name in READ_ONLY), tool.name
+        assert tool.annotations.destructive_hint is (tool.name in DESTRUCTIVE), tool.name
 
 
 def test_original_parameters_and_defaults_are_kept(services: Services) -> None:

@@ -1,0 +1,434 @@
+"""Deploy, redeploy and undeploy task workers: atomic, versioned, health-checked, blue-green, one at a time.
+
+The deploy worker calls this after a message's signature verified. Steps of a deploy:
+
+1. validate the request again (names, metadata, every file path and size): the worker trusts no sender;
+2. version = content hash of the files; the same version already running -> nothing rebuilt or restarted;
+3. take the task's lock (Redis SET NX PX): one deploy per task at a time, other tasks in parallel;
+4. write the files to a staging folder, rename it to ``deployments/{task}_{queue}/{version}`` (atomic);
+5. render the Dockerfile (MCS's recipe; a shipped Dockerfile only when allowed), build, start the worker;
+6. wait until the new worker answers a Celery ping (its unique hostname) while the runtime reports it alive;
+7. register the task with its deployment details, then stop and remove the previous worker (blue-green);
+8. prune versions beyond ``keep_versions``.
+
+Any failure before step 7 removes what this deploy made (worker, image, folder) and leaves the previous
+deployment serving; the error says which step failed and carries the tail of the build or worker log.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from deploy_mcp.bundle import BundleFile, bundle_version, parse_files, write_bundle
+from deploy_mcp.runtime import Artifact, BuildSpec, Progress, RunSpec, WorkerHandle, WorkerRuntime
+from mcs.codegen_render import render_dockerfile
+from mcs.codegen_validate import check_requirements
+from mcs.errors import DeployError, InvalidInput, MCSError, NotFound
+from mcs.results import DeploymentStatus, DeployResult, TaskLogsResult, UndeployResult
+from mcs.settings import Settings
+from Redis.connection import make_client, redis_errors
+from Redis.lock import redis_lock
+from Redis.models import DeploymentInfo, TaskRecord, parse_model
+from Redis.registry import TaskRegistry
+
+log = logging.getLogger(__name__)
+
+Ping = Callable[[str, float], bool]  # (celery hostname, timeout_s) -> answered
+STAGING = ".staging"
+MAX_LOG_LINES = 500
+
+
+class Timings:
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = round((time.perf_counter() - start) * 1000, 1)
+
+    def total(self) -> None:
+        self.ms["total"] = round((time.perf_counter() - self._start) * 1000, 1)
+
+
+class Deployer:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: TaskRegistry,
+        runtime: WorkerRuntime,
+        ping: Ping,
+        broker: redis.Redis | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.runtime = runtime
+        self.ping = ping
+        self._broker = broker
+
+    # -- deploy -----------------------------------------------------------------------------------------------
+
+    def deploy(self, request: dict[str, Any], progress: Progress | None = None) -> DeployResult:
+        say = progress or (lambda _msg: None)
+        timings = Timings()
+        draft = self._draft(request)
+        files = parse_files(request.get("files"), self.settings)
+        version = bundle_version(files)
+        task, queue = draft.name, draft.queue
+        with self._lock(task):
+            current = self.registry.find(task)
+            reused = self._running_same(current, version, queue)
+            if reused is not None:
+                record = self._register(draft, current.deployment)  # metadata may have changed; the worker not
+                timings.total()
+                return self._result(record, reused, version, True, "unchanged", timings, "already running")
+            say(f"staging version {version}")
+            with timings.step("stage"):
+                folder, created = self._place(files, task, queue, version)
+            handle: WorkerHandle | None = None
+            artifact: Artifact | None = None
+            try:
+                dockerfile, source = self._dockerfile(folder, files, queue)
+                requirements = self._requirements(files)
+                say(f"building the worker ({self.runtime.name})")
+                with timings.step("build"):
+                    artifact = self.runtime.build(
+                        BuildSpec(
+                            task, queue, version, folder, dockerfile, requirements, dict(self.settings.worker_labels)
+                        ),
+                        progress=say,
+                    )
+                say("starting the worker")
+                with timings.step("start"):
+                    handle = self.runtime.start(self._run_spec(task, queue, version, artifact))
+                say("waiting for the worker to answer")
+                with timings.step("health"):
+                    self._wait_healthy(handle)
+            except Exception as exc:
+                error = self._deploy_error(exc, handle)  # reads the worker's log before it is removed
+                self._discard(handle, artifact, folder if created else None, current)
+                raise error from None
+            deployment = DeploymentInfo(
+                deployment_id=str(uuid.uuid4()),
+                version=version,
+                image=artifact.ref,
+                container_id=handle.id,
+                runtime=self.runtime.name,
+                deployed_at=datetime.now(UTC),
+                hostname=handle.hostname,
+                dockerfile=source,
+            )
+            with timings.step("register"):
+                record = self._register(draft, deployment)
+            say("retiring the previous worker")
+            with timings.step("retire"):
+                self._retire(task, keep=handle, old=current)
+                self._prune(task, queue, keep=version)
+            timings.total()
+            return self._result(record, handle, version, False, source, timings, "deployed")
+
+    def _draft(self, request: dict[str, Any]) -> TaskRecord:
+        if not isinstance(request, dict):
+            raise InvalidInput("request", "<deploy request>", "a JSON object")
+        fields = ("task_name", "description", "parameters", "return_type", "category", "queue")
+        data = {k: request.get(k) for k in fields if request.get(k) is not None}
+        data["name"] = data.pop("task_name", None)
+        draft: TaskRecord = parse_model(TaskRecord, data, "task")
+        if draft.queue == self.settings.deploy_queue:
+            raise InvalidInput("queue", draft.queue, "the deploy queue is reserved for MCS's deploy worker")
+        return draft
+
+    def _lock(self, task: str):
+        return redis_lock(
+            self.registry.client,
+            self.registry.keys.deploy_lock(task),
+            self.settings.deploy_lock_ttl_s,
+            what=f"a deploy of task {task!r}",
+        )
+
+    def _running_same(self, current: TaskRecord | None, version: str, queue: str) -> WorkerHandle | None:
+        dep = current.deployment if current else None
+        if dep is None or dep.version != version or dep.runtime != self.runtime.name or current.queue != queue:
+            return None
+        for handle in self.runtime.workers(current.name):
+            if handle.id == dep.container_id and self.runtime.state(handle) == "RUNNING":
+                return handle
+        return None
+
+    def _place(self, files: list[BundleFile], task: str, queue: str, version: str) -> tuple[Path, bool]:
+        """The version's folder; written through a staging folder and one rename. Returns (folder, created)."""
+        folder = self._task_dir(task, queue) / version
+        if folder.is_dir():  # content-addressed: an existing folder of this version holds these very files
+            return folder, False
+        staging = self.settings.deployments_dir / STAGING / f"{task}-{uuid.uuid4().hex}"
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            write_bundle(files, staging)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            staging.rename(folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return folder, True
+
+    def _task_dir(self, task: str, queue: str) -> Path:
+        return self.settings.deployments_dir / f"{task}_{queue}"
+
+    def _dockerfile(self, folder: Path, files: list[BundleFile], queue: str) -> tuple[str, str]:
+        has_requirements = bool(self._requirements(files))
+        shipped = next((f for f in files if f.path == "Dockerfile"), None)
+        if shipped is not None and self.settings.allow_custom_dockerfile:
+            return shipped.data().decode("utf-8", errors="replace"), "custom"
+        if not (folder / f"app_{queue}.py").is_file():
+            raise InvalidInput(
+                "code_folder_path", f"app_{queue}.py", f"the task folder must hold app_{queue}.py (the worker's app)"
+            )
+        return render_dockerfile(self.settings, queue, has_requirements), "rendered"
+
+    @staticmethod
+    def _requirements(files: list[BundleFile]) -> list[str]:
+        req = next((f for f in files if f.path == "requirements.txt"), None)
+        if req is None:
+            return []
+        lines = [line.strip() for line in req.data().decode("utf-8", errors="replace").splitlines()]
+        return check_requirements([line for line in lines if line and not line.startswith("#")])
+
+    def _run_spec(self, task: str, queue: str, version: str, artifact: Artifact) -> RunSpec:
+        s = self.settings
+        env = {
+            "REDIS_HOST": s.redis_host,
+            "REDIS_PORT": str(s.redis_port),
+            "REDIS_BROKER_DB": str(s.redis_broker_db),
+            "REDIS_BACKEND_DB": str(s.redis_backend_db),
+        }
+        if s.redis_password is not None:
+            env["REDIS_PASSWORD"] = s.redis_password.get_secret_value()
+        return RunSpec(
+            task_name=task,
+            queue=queue,
+            version=version,
+            artifact=artifact,
+            hostname=f"{task}-{version[:8]}-{secrets.token_hex(3)}@mcs",
+            environment=env,
+            mem_limit_mb=s.worker_mem_limit_mb,
+            cpus=s.worker_cpus,
+            pids_limit=s.worker_pids_limit,
+            network=s.worker_network,
+            extra_labels=dict(s.worker_labels),
+        )
+
+    def _wait_healthy(self, handle: WorkerHandle) -> None:
+        deadline = time.monotonic() + self.settings.health_timeout_s
+        while time.monotonic() < deadline:
+            state = self.runtime.state(handle)
+            if state in ("EXITED", "MISSING", "RESTARTING"):
+                raise DeployError(
+                    f"the new worker stopped before answering (state {state}): see log_tail", step="health"
+                )
+            if self.ping(handle.hostname, 0.5):
+                return
+        raise DeployError(
+            f"the new worker did not answer a Celery ping within {self.settings.health_timeout_s:g} s "
+            "(MCS_HEALTH_TIMEOUT_S): see log_tail",
+            step="health",
+        )
+
+    def _discard(
+        self, handle: WorkerHandle | None, artifact: Artifact | None, folder: Path | None, current: TaskRecord | None
+    ) -> None:
+        """Remove what a failed deploy made; never what the running deployment uses."""
+        current_image = current.deployment.image if current and current.deployment else None
+        for action in (
+            lambda: handle and self.runtime.remove(handle),
+            lambda: (
+                artifact
+                and not artifact.reused
+                and artifact.ref != current_image
+                and self.runtime.remove_artifact(artifact.ref)
+            ),
+            lambda: folder and shutil.rmtree(folder, ignore_errors=True),
+        ):
+            try:
+                action()
+            except Exception:  # cleanup must not hide the deploy's own error; it is logged with its traceback
+                log.exception("cleanup after a failed deploy")
+
+    def _deploy_error(self, exc: Exception, handle: WorkerHandle | None) -> MCSError:
+        tail = ""
+        if handle is not None:
+            try:
+                tail = self.runtime.logs(handle, tail_lines=60)
+            except Exception:
+                log.exception("reading the failed worker's log")
+        if isinstance(exc, MCSError):
+            if tail and "log_tail" not in exc.details:
+                exc.details["log_tail"] = tail
+            if isinstance(exc, DeployError) and "build_log_tail" in exc.details:
+                exc.details.setdefault("log_tail", exc.details.pop("build_log_tail"))
+            exc.message += "; the previous deployment (if any) keeps serving"
+            return exc
+        log.exception("deploy failed unexpectedly")
+        return DeployError(f"deploy failed: {type(exc).__name__}: {exc}", step="unexpected", log_tail=tail)
+
+    def _register(self, draft: TaskRecord, deployment: DeploymentInfo | None) -> TaskRecord:
+        return self.registry.register(
+            name=draft.name,
+            description=draft.description,
+            parameters=draft.parameters,
+            return_type=draft.return_type,
+            category=draft.category,
+            queue=draft.queue,
+            deployment=deployment,
+        )
+
+    def _retire(self, task: str, keep: WorkerHandle, old: TaskRecord | None) -> None:
+        for handle in self.runtime.workers(task):
+            if handle.id != keep.id:
+                self.runtime.remove(handle)
+        if old is not None and old.queue != keep.queue:  # the task moved queues: its old folders go too
+            self._remove_versions(old.name, old.queue, keep=None)
+
+    def _prune(self, task: str, queue: str, keep: str) -> None:
+        task_dir = self._task_dir(task, queue)
+        versions = sorted(
+            (p for p in task_dir.iterdir() if p.is_dir() and p.name != keep),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        for old in versions[max(0, self.settings.keep_versions - 1) :]:
+            self._remove_version(task, old)
+
+    def _remove_versions(self, task: str, queue: str, keep: str | None) -> list[str]:
+        task_dir = self._task_dir(task, queue)
+        removed = []
+        if task_dir.is_dir():
+            for folder in task_dir.iterdir():
+                if folder.is_dir() and folder.name != keep:
+                    removed.append(self._remove_version(task, folder))
+            if keep is None:
+                shutil.rmtree(task_dir, ignore_errors=True)
+        return removed
+
+    def _remove_version(self, task: str, folder: Path) -> str:
+        ref = self.runtime.artifact_ref(task, folder.name)
+        self.runtime.remove_artifact(ref)
+        shutil.rmtree(folder, ignore_errors=True)
+        return ref
+
+    def _result(
+        self,
+        record: TaskRecord,
+        handle: WorkerHandle,
+        version: str,
+        reused: bool,
+        dockerfile: str,
+        timings: Timings,
+        what: str,
+    ) -> DeployResult:
+        dep = record.deployment
+        return DeployResult(
+            task_name=record.name,
+            queue=record.queue,
+            deployment_id=dep.deployment_id,
+            docker_image=dep.image,
+            container_id=handle.id,
+            worker_status="RUNNING",
+            version=version,
+            runtime=self.runtime.name,
+            reused=reused,
+            dockerfile=getattr(dep, "dockerfile", dockerfile) if reused else dockerfile,
+            timings_ms=timings.ms,
+            task=record,
+            message=f"task {record.name} {what}: version {version} on queue {record.queue}, worker RUNNING "
+            f"({self.runtime.name}); test it with trigger_celery_task",
+        )
+
+    # -- undeploy, list, logs ---------------------------------------------------------------------------------
+
+    def undeploy(self, task_name: str) -> UndeployResult:
+        from mcs.names import validate_name
+
+        validate_name(task_name)
+        removed: list[str] = []
+        with self._lock(task_name):
+            record = self.registry.find(task_name)
+            workers = self.runtime.workers(task_name)
+            if record is None and not workers:
+                raise NotFound(f"task {task_name!r} is neither registered nor deployed", task_name=task_name)
+            for handle in workers:
+                self.runtime.remove(handle)
+                removed.append(f"worker {handle.name}")
+            if record is not None:
+                removed += [f"image {ref}" for ref in self._remove_versions(task_name, record.queue, keep=None)]
+                removed.append(f"folder {self._task_dir(task_name, record.queue)}")
+                self.registry.remove(task_name)
+                removed.append("registry entry")
+                removed.append(f"queue {record.queue}" if self._purge_queue(record.queue) else "queue (was empty)")
+        return UndeployResult(
+            task_name=task_name, removed=removed, message=f"task {task_name} undeployed: " + ", ".join(removed)
+        )
+
+    def _purge_queue(self, queue: str) -> bool:
+        """Drop the queue's pending messages and kombu's binding from the broker DB (unless another task uses it)."""
+        if any(r.queue == queue for r in self.registry.list()):
+            return False
+        if self._broker is None:
+            self._broker = make_client(self.settings, self.settings.redis_broker_db)
+        with redis_errors(self.settings):
+            # kombu's Redis transport: the queue's list, its priority lists, and the exchange binding.
+            keys = [queue, *(f"{queue}\x06\x16{p}" for p in range(1, 10)), f"_kombu.binding.{queue}"]
+            return bool(self._broker.delete(*keys))
+
+    def deployments(self) -> list[DeploymentStatus]:
+        running = {h.id: h for h in self.runtime.workers()}
+        result = []
+        for record in self.registry.list():
+            dep = record.deployment
+            if dep is None:
+                continue
+            handle = running.get(dep.container_id or "")
+            result.append(
+                DeploymentStatus(
+                    task_name=record.name,
+                    queue=record.queue,
+                    version=dep.version,
+                    runtime=dep.runtime,
+                    docker_image=dep.image,
+                    container_id=dep.container_id,
+                    worker_status=self.runtime.state(handle) if handle else "MISSING",
+                    deployed_at=dep.deployed_at.isoformat() if dep.deployed_at else None,
+                )
+            )
+        return result
+
+    def task_logs(self, task_name: str, tail_lines: int = 100) -> TaskLogsResult:
+        if not isinstance(tail_lines, int) or not 1 <= tail_lines <= MAX_LOG_LINES:
+            raise InvalidInput("tail_lines", tail_lines, f"a whole number from 1 to {MAX_LOG_LINES}")
+        record = self.registry.get(task_name)
+        dep = record.deployment
+        handle = next((h for h in self.runtime.workers(task_name) if dep and h.id == dep.container_id), None)
+        if handle is None:
+            raise NotFound(f"task {task_name!r} has no running worker: deploy it with deploy_task")
+        text = self.runtime.logs(handle, tail_lines)
+        return TaskLogsResult(
+            task_name=task_name,
+            container_id=handle.id,
+            lines=text.count("\n"),
+            logs=text,
+            message=f"last {tail_lines} log lines of {task_name}'s worker",
+        )

@@ -1,0 +1,16 @@
+"""The deploy worker's Celery task names and message kinds, shared by the MCP server and the worker.
+
+These names are outside the ``mcp_app.`` namespace that trigger/send_celery_task can reach, and they are served
+only on the deploy queue, which no registered task may use.
+"""
+
+DEPLOY = "mcs.deploy.deploy_code_folder"
+UNDEPLOY = "mcs.deploy.undeploy_task"
+LIST_DEPLOYMENTS = "mcs.deploy.list_deployments"
+TASK_LOGS = "mcs.deploy.task_logs"
+
+# The signature covers the kind, so a message signed for one operation cannot be replayed as another.
+KINDS = {DEPLOY: "deploy", UNDEPLOY: "undeploy", LIST_DEPLOYMENTS: "list", TASK_LOGS: "logs"}
+
+ALIVE_TTL_S = 15
+ALIVE_EVERY_S = 5

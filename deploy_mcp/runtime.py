@@ -1,0 +1,123 @@
+"""What the deploy worker needs from a worker runtime, whatever runs the task's Celery worker.
+
+Two runtimes implement it: ``docker_runtime.DockerRuntime`` (a hardened container per task version) and, where
+no Docker daemon answers, a local process runtime (a ``celery worker`` subprocess, no container isolation). Both
+pass one contract test. The orchestration (staging, versions, health checks, blue-green, registry) lives in
+``deploy_mcp/deployer.py`` and talks only to this interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+Progress = Callable[[str], None]
+
+# Labels every runtime object (image, container) carries, so MCS can find and remove exactly what it made.
+LABEL_MANAGED = "mcs.managed"
+LABEL_TASK = "mcs.task"
+LABEL_QUEUE = "mcs.queue"
+LABEL_VERSION = "mcs.version"
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """Build the worker artefact for one version of one task from its deployment folder."""
+
+    task_name: str
+    queue: str
+    version: str  # content hash of the bundle, lowercase hex
+    folder: Path  # deployments/{task}_{queue}/{version}: the task's files, already validated and written
+    dockerfile: str  # the Dockerfile text to build with (rendered by the deploy worker, or the folder's own)
+    requirements: list[str] = field(default_factory=list)  # pinned lines of the folder's requirements.txt
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {
+            LABEL_MANAGED: "1",
+            LABEL_TASK: self.task_name,
+            LABEL_QUEUE: self.queue,
+            LABEL_VERSION: self.version,
+            **self.extra_labels,
+        }
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """What build() made: an image (docker) or a prepared environment (process)."""
+
+    runtime: str
+    ref: str  # image tag ``mcs-<task>:<version>``, or a folder path
+    id: str  # image id, or the same path
+    reused: bool = False  # True when an identical artefact already existed and nothing was built
+    build_log_tail: str = ""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    task_name: str
+    queue: str
+    version: str
+    artifact: Artifact
+    hostname: str  # the Celery worker's unique node name, e.g. "simple_add-1a2b3c4d5e6f@mcs"
+    environment: dict[str, str]  # Redis settings, injected at start only; never written to files or images
+    mem_limit_mb: int
+    cpus: float
+    pids_limit: int
+    network: str
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {
+            LABEL_MANAGED: "1",
+            LABEL_TASK: self.task_name,
+            LABEL_QUEUE: self.queue,
+            LABEL_VERSION: self.version,
+            **self.extra_labels,
+        }
+
+
+@dataclass(frozen=True)
+class WorkerHandle:
+    runtime: str
+    id: str  # container id, or pid as a string
+    name: str  # container name, or a descriptive name
+    hostname: str
+    task_name: str
+    queue: str
+    version: str
+    artifact_ref: str
+
+
+class WorkerRuntime(Protocol):
+    name: str  # "docker" or "process": reported in results as `runtime`
+
+    def build(self, spec: BuildSpec, progress: Progress | None = None) -> Artifact: ...
+
+    def start(self, spec: RunSpec) -> WorkerHandle: ...
+
+    def state(self, handle: WorkerHandle) -> str:
+        """RUNNING, RESTARTING, EXITED or MISSING (from the runtime's own view, not Celery's)."""
+        ...
+
+    def logs(self, handle: WorkerHandle, tail_lines: int = 100) -> str: ...
+
+    def remove(self, handle: WorkerHandle) -> None:
+        """Stop and remove the worker; no error when it is already gone."""
+        ...
+
+    def artifact_ref(self, task_name: str, version: str) -> str:
+        """The ref build() gives the artefact of this task version (e.g. the image tag ``mcs-<task>:<version>``)."""
+        ...
+
+    def remove_artifact(self, artifact_ref: str) -> None:
+        """Remove a built artefact (image or environment); no error when it is already gone."""
+        ...
+
+    def workers(self, task_name: str | None = None) -> list[WorkerHandle]:
+        """Workers this runtime is running for MCS (by label), optionally for one task."""
+        ...

@@ -1,0 +1,99 @@
+"""Signed deploy messages: only holders of the deploy secret can make the deploy worker act.
+
+Anyone who can reach Redis can push a message onto the deploy queue, so the deploy worker trusts a message only
+when its HMAC-SHA256 signature (over the canonical JSON of payload and issue time) verifies with the shared secret,
+and it is not older than ``MAX_AGE_S``. The check runs before anything touches the disk or Docker.
+The secret comes from ``MCS_DEPLOY_SECRET`` or, when unset, from ``deploy_secret_file`` (created on first use with
+mode 0600, 256 random bits). It never appears in messages, logs or results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from mcs.errors import MCSError
+from mcs.settings import Settings
+
+MAX_AGE_S = 3600.0
+CLOCK_SKEW_S = 60.0
+
+
+class Unauthorized(MCSError):
+    """A deploy message whose signature, age or shape does not verify."""
+
+    code = "unauthorized"
+
+
+def deploy_secret(settings: Settings) -> bytes:
+    if settings.deploy_secret is not None:
+        return settings.deploy_secret.get_secret_value().encode()
+    return _read_or_create(settings.deploy_secret_file)
+
+
+def _read_or_create(path: Path) -> bytes:
+    try:
+        secret = path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process created it first: use theirs
+            secret = path.read_text().strip()
+        else:
+            secret = secrets.token_hex(32)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secret + "\n")
+    if len(secret) < 32:
+        raise Unauthorized(f"the deploy secret in {path} is too short (at least 32 characters); delete it to renew")
+    return secret.encode()
+
+
+def _digest(secret: bytes, kind: str, payload: Any, issued_at: float) -> str:
+    body = json.dumps(
+        {"kind": kind, "payload": payload, "issued_at": issued_at},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        allow_nan=False,
+    ).encode()
+    return hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def sign(secret: bytes, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """A message for the deploy worker: ``kind`` names the operation, so a signed undeploy is not a deploy."""
+    issued_at = time.time()
+    return {
+        "kind": kind,
+        "payload": payload,
+        "issued_at": issued_at,
+        "signature": _digest(secret, kind, payload, issued_at),
+    }
+
+
+def verify(secret: bytes, kind: str, message: Any, max_age_s: float = MAX_AGE_S) -> dict[str, Any]:
+    """The payload of a message that verifies, else Unauthorized (which says why, never with the secret)."""
+    if not isinstance(message, dict) or set(message) != {"kind", "payload", "issued_at", "signature"}:
+        raise Unauthorized("deploy message refused: not a signed MCS message")
+    if message["kind"] != kind:
+        raise Unauthorized(f"deploy message refused: signed for {message['kind']!r}, not {kind!r}")
+    issued_at, signature = message["issued_at"], message["signature"]
+    if (
+        not isinstance(issued_at, int | float)
+        or not isinstance(signature, str)
+        or not isinstance(message["payload"], dict)
+    ):
+        raise Unauthorized("deploy message refused: malformed signature fields")
+    expected = _digest(secret, kind, message["payload"], issued_at)
+    if not hmac.compare_digest(expected, signature):
+        raise Unauthorized("deploy message refused: bad signature (is MCS_DEPLOY_SECRET the same on both sides?)")
+    age = time.time() - issued_at
+    if age > max_age_s or age < -CLOCK_SKEW_S:
+        raise Unauthorized(f"deploy message refused: issued {age:.0f} s ago, outside the accepted window")
+    return message["payload"]

@@ -1,0 +1,120 @@
+"""The MCP server's side of deploys: read the task folder, sign, send to the deploy worker, follow its progress.
+
+The server never touches Docker: every deploy operation is a signed message to the deploy worker over the broker.
+Waiting happens in a worker thread (never on the event loop) and reports the worker's steps as progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from deploy_mcp import protocol
+from deploy_mcp.bundle import read_folder
+from deploy_mcp.signing import deploy_secret, sign
+from mcs.errors import DeployError, MCSError, ServiceUnavailable, TaskTimeout
+from mcs.names import validate_name
+from mcs.settings import Settings
+from Redis.connection import redis_errors
+from Redis.registry import TaskRegistry
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+log = logging.getLogger(__name__)
+
+OnProgress = Callable[[str], None]
+
+
+class DeployClient:
+    def __init__(self, settings: Settings, registry: TaskRegistry, celery_app: Celery) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.app = celery_app
+
+    def deploy(
+        self,
+        *,
+        task_name: str,
+        description: str,
+        parameters: list[dict[str, Any]],
+        queue: str,
+        category: str,
+        return_type: str,
+        code_folder_path: str | None,
+        on_progress: OnProgress | None = None,
+    ) -> dict[str, Any]:
+        validate_name(task_name, "task_name")
+        validate_name(queue, "queue")
+        folder = code_folder_path or str(self.settings.generated_tasks_dir / f"{task_name}_{queue}")
+        files = read_folder(self.settings, folder)
+        payload = {
+            "task_name": task_name,
+            "description": description,
+            "parameters": parameters,
+            "queue": queue,
+            "category": category,
+            "return_type": return_type,
+            "files": [f.model_dump() for f in files],
+        }
+        return self.call(protocol.DEPLOY, payload, self.settings.deploy_timeout_s, on_progress)
+
+    def call(
+        self, task: str, payload: dict[str, Any], timeout_s: float, on_progress: OnProgress | None = None
+    ) -> dict[str, Any]:
+        """Send one signed operation to the deploy worker and wait for its JSON result."""
+        self._require_worker()
+        message = sign(deploy_secret(self.settings), protocol.KINDS[task], payload)
+        try:
+            result = self.app.send_task(task, kwargs={"message": message}, queue=self.settings.deploy_queue)
+        except Exception as exc:
+            raise ServiceUnavailable(
+                f"could not reach the broker (Redis at {self.settings.redis_location}): {type(exc).__name__}",
+                service="redis",
+            ) from None
+        deadline = time.monotonic() + timeout_s
+        last_step = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TaskTimeout(
+                    f"the deploy worker did not finish within {timeout_s:g} s; it may still be working "
+                    f"(see deploy_mcp logs); task_id {result.id}",
+                    task_id=result.id,
+                )
+            try:
+                value = result.get(timeout=min(0.5, remaining), propagate=False)
+            except Exception as exc:
+                if type(exc).__name__ != "TimeoutError":
+                    raise ServiceUnavailable(
+                        f"lost the result backend: {type(exc).__name__}", service="redis"
+                    ) from None
+                info = result.info if result.state == "PROGRESS" else None
+                step = info.get("step") if isinstance(info, dict) else None
+                if step and step != last_step and on_progress:
+                    on_progress(step)
+                last_step = step or last_step
+                continue
+            return self._outcome(result, value)
+
+    def _outcome(self, result: Any, value: Any) -> dict[str, Any]:
+        if result.state != "SUCCESS" or not isinstance(value, dict):
+            raise DeployError(f"the deploy worker crashed: {type(value).__name__}: {value}", step="worker")
+        if value.get("success") is False:
+            details = {k: v for k, v in value.items() if k not in ("success", "error", "message")}
+            error = MCSError(value.get("message", "deploy failed"), **details)
+            error.code = value.get("error", "deploy_failed")
+            raise error
+        return value
+
+    def _require_worker(self) -> None:
+        with redis_errors(self.settings):
+            alive = self.registry.client.exists(self.registry.keys.deploy_worker_alive())
+        if not alive:
+            raise ServiceUnavailable(
+                "no deploy worker is running: start it with deploy_mcp/start_deploy_worker.sh (or `make up`), "
+                "with the same Redis settings as this server",
+                service="deploy_worker",
+            )

@@ -1,0 +1,265 @@
+"""Deploys for real: the deploy worker (started by its script), a Docker daemon, the MCP server over stdio.
+
+Scenario of the issue: deploy a generated simple_add and call it; redeploy unchanged (no rebuild, same container);
+redeploy changed (new code answers, old container gone); deploy code that fails to import (the old version keeps
+answering, nothing left behind); concurrent deploys of one task; undeploy; every hardening setting; unsigned and
+path-traversal messages pushed straight at the deploy queue write nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+import pytest
+import redis
+
+from deploy_mcp import protocol
+from deploy_mcp.signing import deploy_secret, sign
+from mcp_app import create_celery_app
+from mcs.settings import PROJECT_ROOT, Settings
+from Redis.registry import TaskRegistry
+from Redis.server import LocalRedisServer
+from tests.conftest import TEST_LABEL, make_settings
+from tests.mcp_clients import data, server_env, stdio_client
+
+pytestmark = pytest.mark.docker
+
+TASK = "simple_add"
+QUEUE = "test_queue"
+PARAMS = [
+    {"name": "a", "type": "int", "required": True, "description": "first"},
+    {"name": "b", "type": "int", "required": True, "description": "second"},
+]
+
+
+@pytest.fixture(scope="module")
+def deploy_settings(redis_server: LocalRedisServer, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    tmp = tmp_path_factory.mktemp("deploy")
+    return make_settings(
+        tmp,
+        redis_port=redis_server.port,
+        metadata_db=3,
+        metadata_prefix="mcs-deploy-test:",
+        worker_labels={TEST_LABEL: "1"},
+        health_timeout_s=90,
+    )
+
+
+@pytest.fixture(scope="module")
+def deploy_worker(deploy_settings: Settings, docker_client) -> Iterator[subprocess.Popen]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "MCS_"))}
+    env.update(server_env(deploy_settings, MCS_WORKER_LABELS=json.dumps({TEST_LABEL: "1"}), MCS_HEALTH_TIMEOUT_S="90"))
+    log = (deploy_settings.deployments_dir.parent / "deploy_worker.log").open("wb")
+    proc = subprocess.Popen(
+        [str(PROJECT_ROOT / "deploy_mcp" / "start_deploy_worker.sh")],
+        cwd="/",  # the script must work from any directory
+        env=env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    registry = TaskRegistry(deploy_settings)
+    deadline = time.monotonic() + 60
+    while not registry.client.exists(registry.keys.deploy_worker_alive()):
+        assert proc.poll() is None, Path(log.name).read_text()[-3000:]
+        assert time.monotonic() < deadline, "the deploy worker did not come up"
+        time.sleep(0.1)
+    yield proc
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    registry.client.flushdb()
+
+
+def mcp(settings: Settings, *calls: tuple[str, dict[str, Any]]) -> list:
+    """Run tool calls in order over one real stdio session."""
+
+    async def run():
+        async with stdio_client(settings, MCS_WORKER_LABELS=json.dumps({TEST_LABEL: "1"})) as client:
+            return [await client.call_tool(name, args, read_timeout_seconds=600) for name, args in calls]
+
+    return asyncio.run(run())
+
+
+def generate(body: str, overwrite: bool = True, task: str = TASK) -> tuple[str, dict[str, Any]]:
+    return (
+        "generate_startMain_code",
+        {
+            "task_name": task,
+            "description": "adds two numbers",
+            "parameters": PARAMS,
+            "function_body": body,
+            "queue": QUEUE,
+            "return_type": "int",
+            "overwrite": overwrite,
+        },
+    )
+
+
+def deploy(task: str = TASK) -> tuple[str, dict[str, Any]]:
+    return ("deploy_task", {"task_name": task, "description": "adds two numbers", "parameters": PARAMS,
+                            "queue": QUEUE, "category": "arithmetic", "return_type": "int"})  # fmt: skip
+
+
+def trigger(a: int = 10, b: int = 20, task: str = TASK) -> tuple[str, dict[str, Any]]:
+    return ("trigger_celery_task", {"task_name": task, "kwargs": {"a": a, "b": b}, "timeout_s": 30})
+
+
+def ok(result) -> dict[str, Any]:
+    body = data(result)
+    assert not result.is_error, body
+    return body
+
+
+def images_of(client, task: str) -> list[str]:
+    return [t for image in client.images.list(name=f"mcs-{task}") for t in image.tags]
+
+
+def test_deploy_call_redeploy_fail_undeploy(deploy_settings: Settings, deploy_worker, docker_client) -> None:
+    s = deploy_settings
+    gen, first, called, listed, logs, again = mcp(
+        s, generate("return a + b"), deploy(), trigger(), ("list_deployments", {}),
+        ("get_task_logs", {"task_name": TASK, "tail_lines": 50}), deploy(),
+    )  # fmt: skip
+    ok(gen)
+    first = ok(first)
+    assert first["worker_status"] == "RUNNING" and first["runtime"] == "docker" and first["dockerfile"] == "rendered"
+    assert first["docker_image"] == f"mcs-{TASK}:{first['version']}"
+    assert ok(called)["result"] == 30
+    [dep] = ok(listed)["deployments"]
+    assert dep["worker_status"] == "RUNNING" and dep["version"] == first["version"]
+    assert "ready" in ok(logs)["logs"]
+    again = ok(again)
+    assert again["reused"] is True and again["container_id"] == first["container_id"]
+    assert again["timings_ms"]["total"] < 200, again["timings_ms"]
+
+    _, changed, called = mcp(s, generate("return a + b + 1000"), deploy(), trigger())
+    changed = ok(changed)
+    assert changed["version"] != first["version"] and changed["container_id"] != first["container_id"]
+    assert ok(called)["result"] == 1030
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(first["container_id"])
+
+    # Code that fails to import: the worker cannot start, so the deploy must fail and the old one keep serving.
+    folder = s.generated_tasks_dir / f"{TASK}_{QUEUE}"
+    app_file = folder / f"app_{QUEUE}.py"
+    app_file.write_text("import module_that_does_not_exist_anywhere\n" + app_file.read_text())
+    before = {c.id for c in docker_client.containers.list(all=True, filters={"label": f"mcs.task={TASK}"})}
+    images_before = set(images_of(docker_client, TASK))
+    failed, called = mcp(s, deploy(), trigger())
+    assert failed.is_error
+    body = data(failed)
+    assert body["step"] == "health" and "module_that_does_not_exist_anywhere" in body["log_tail"]
+    assert "keeps serving" in body["message"]
+    assert ok(called)["result"] == 1030  # the previous version still answers
+    after = {c.id for c in docker_client.containers.list(all=True, filters={"label": f"mcs.task={TASK}"})}
+    assert after == before == {changed["container_id"]}
+    assert set(images_of(docker_client, TASK)) == images_before
+    versions = sorted(p.name for p in (s.deployments_dir / f"{TASK}_{QUEUE}").iterdir())
+    assert changed["version"] in versions and len(versions) <= s.keep_versions
+    assert not list((s.deployments_dir / ".staging").iterdir())
+
+    undeployed, details, called = mcp(
+        s, ("undeploy_task", {"task_name": TASK}), ("get_task_details", {"task_name": TASK}), trigger()
+    )
+    assert ok(undeployed)["task_name"] == TASK
+    assert data(details)["error"] == "not_found" and data(called)["error"] == "not_found"
+    assert docker_client.containers.list(all=True, filters={"label": f"mcs.task={TASK}"}) == []
+    assert images_of(docker_client, TASK) == []
+    assert not (s.deployments_dir / f"{TASK}_{QUEUE}").exists()
+    broker = redis.Redis(port=s.redis_port, db=s.redis_broker_db)
+    assert not broker.exists(QUEUE, f"_kombu.binding.{QUEUE}")
+
+
+def test_worker_container_is_hardened(deploy_settings: Settings, deploy_worker, docker_client) -> None:
+    task = "hardened_add"
+    _, deployed, called = mcp(deploy_settings, generate("return a + b", task=task), deploy(task), trigger(task=task))
+    container = docker_client.containers.get(ok(deployed)["container_id"])
+    try:
+        assert ok(called)["result"] == 30
+        config, host = container.attrs["Config"], container.attrs["HostConfig"]
+        assert config["User"] == "10001:10001"
+        assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
+        assert "no-new-privileges" in host["SecurityOpt"]
+        assert host["ReadonlyRootfs"] is True and "/tmp" in host["Tmpfs"]
+        assert host["Memory"] == host["MemorySwap"] == deploy_settings.worker_mem_limit_mb * 1024 * 1024
+        assert host["NanoCpus"] == int(deploy_settings.worker_cpus * 1e9)
+        assert host["PidsLimit"] == deploy_settings.worker_pids_limit
+        assert host["Privileged"] is False
+        assert host["PidMode"] in ("", None) and host["IpcMode"] in ("", "private", "shareable")
+        assert host["UtsMode"] in ("", None)
+        assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 5}
+        assert host["LogConfig"]["Config"].get("max-size") == "10m"
+        assert host["Init"] is True
+        assert container.attrs["Mounts"] == [] and not host.get("Binds")
+        assert config["Labels"]["mcs.task"] == task and config["Labels"][TEST_LABEL] == "1"
+        # No secret in the image's layers or config: the Redis settings arrive as environment at start only.
+        image_env = docker_client.images.get(config["Image"]).attrs["Config"]["Env"]
+        assert not any(e.startswith("REDIS_") for e in image_env)
+    finally:
+        mcp(deploy_settings, ("undeploy_task", {"task_name": task}))
+
+
+def test_concurrent_deploys_of_one_task(deploy_settings: Settings, deploy_worker, docker_client) -> None:
+    task = "racy_add"
+    mcp(deploy_settings, generate("return a + b", task=task))
+
+    async def race():
+        async with stdio_client(deploy_settings) as client:
+            return await asyncio.gather(*[client.call_tool(*deploy(task), read_timeout_seconds=600) for _ in range(2)])
+
+    try:
+        results = asyncio.run(race())
+        outcomes = sorted("ok" if not r.is_error else data(r)["error"] for r in results)
+        assert outcomes in (["ok", "ok"], ["conflict", "ok"]), [data(r) for r in results]
+        running = docker_client.containers.list(filters={"label": f"mcs.task={task}"})
+        assert len(running) == 1
+        [called] = mcp(deploy_settings, trigger(task=task))
+        assert ok(called)["result"] == 30
+    finally:
+        mcp(deploy_settings, ("undeploy_task", {"task_name": task}))
+
+
+def raw_deploy(settings: Settings, message: Any) -> dict[str, Any]:
+    """Push a deploy message at the deploy queue as anyone with broker access could."""
+    app = create_celery_app(settings)
+    return app.send_task(protocol.DEPLOY, kwargs={"message": message}, queue=settings.deploy_queue).get(timeout=60)
+
+
+def payload(task: str, files: list[dict[str, str]]) -> dict[str, Any]:
+    return {"task_name": task, "queue": QUEUE, "description": "x", "parameters": [], "files": files}
+
+
+def test_unsigned_and_forged_messages_write_nothing(deploy_settings: Settings, deploy_worker) -> None:
+    files = [{"path": f"app_{QUEUE}.py", "encoding": "utf-8", "content": "import os\nos.system('id')\n"}]
+    unsigned = {"kind": "deploy", "payload": payload("evil_task", files), "issued_at": time.time(), "signature": "0"}
+    forged = sign(b"not-the-secret" * 4, "deploy", payload("evil_task", files))
+    for message in (payload("evil_task", files), unsigned, forged):
+        result = raw_deploy(deploy_settings, message)
+        assert result["success"] is False and result["error"] == "unauthorized", result
+    assert not (deploy_settings.deployments_dir / f"evil_task_{QUEUE}").exists()
+    assert TaskRegistry(deploy_settings).find("evil_task") is None
+
+
+def test_path_traversal_file_name_is_rejected(deploy_settings: Settings, deploy_worker) -> None:
+    target = deploy_settings.deployments_dir / "escaped.py"
+    files = [
+        {"path": f"app_{QUEUE}.py", "encoding": "utf-8", "content": "x = 1\n"},
+        {"path": "../../escaped.py", "encoding": "utf-8", "content": "owned = True\n"},
+    ]
+    message = sign(deploy_secret(deploy_settings), "deploy", payload("traversal_task", files))
+    result = raw_deploy(deploy_settings, message)
+    assert result["success"] is False and result["error"] == "invalid_input" and "relative path" in result["message"]
+    assert not target.exists() and not (deploy_settings.deployments_dir / f"traversal_task_{QUEUE}").exists()
