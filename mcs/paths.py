@@ -17,11 +17,17 @@ from mcs.errors import InvalidInput
 
 MAX_PATH_CHARS = 200
 MAX_PATH_DEPTH = 8
-PATH_RULE = (
-    f"use a relative path of at most {MAX_PATH_CHARS} characters and {MAX_PATH_DEPTH} segments separated by '/', "
-    "each segment of ASCII letters, digits, '_', '-' or '.', starting and ending with a letter, digit or '_' "
-    "(so no absolute path, '..', backslash, hidden file or empty segment)"
-)
+
+
+def relative_path_rule(max_depth: int = MAX_PATH_DEPTH) -> str:
+    return (
+        f"use a relative path of at most {MAX_PATH_CHARS} characters and {max_depth} segments separated by '/', "
+        "each segment of ASCII letters, digits, '_', '-' or '.', starting and ending with a letter, digit or '_' "
+        "(so no absolute path, '..', backslash, hidden file or empty segment)"
+    )
+
+
+PATH_RULE = relative_path_rule()
 _SEGMENT = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,98}[A-Za-z0-9_])?")
 
 

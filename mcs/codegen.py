@@ -1,0 +1,230 @@
+"""``generate_startMain_code``: a complete, runnable task folder, validated before anything is written.
+
+The folder ``{generated_tasks_dir}/{task_name}_{queue}/`` holds ``app_{queue}.py`` (the Celery app, configured from
+the environment at run time, with the task and any extra tasks), the caller's helper files, ``requirements.txt``,
+the ``Dockerfile`` the deploy worker builds and a short ``README.md``. It is written into a temporary folder next to
+its final place and renamed into place, so no reader ever sees it half-written; an existing folder is replaced only
+with ``overwrite=True``, by renaming the old one aside, the new one in, and then removing the old one.
+
+Validation rules live in ``mcs.codegen_validate``, rendering in ``mcs.codegen_render``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from mcp_app import celery_task_name
+from mcs.codegen_files import check_additional_files, check_requirements
+from mcs.codegen_render import (
+    check_python_files,
+    main_file_name,
+    render_app,
+    render_dockerfile,
+    render_readme,
+    render_requirements,
+)
+from mcs.codegen_validate import TaskPlan, check_extra_tasks, check_task
+from mcs.errors import Conflict, InvalidInput
+from mcs.names import validate_name
+from mcs.settings import Settings
+
+__all__ = ["GeneratedTask", "check_requirements", "generate_task_folder", "render_dockerfile"]
+
+logger = logging.getLogger(__name__)
+
+TEMP_PREFIX = ".mcs-tmp-"
+OLD_PREFIX = ".mcs-old-"
+GENERATED_FILES = ("Dockerfile", "requirements.txt", "README.md")  # besides app_{queue}.py
+
+
+class GeneratedTask(BaseModel):
+    """What ``generate_startMain_code`` returns: where the folder is, its files, the main file to review, next steps."""
+
+    success: bool = True
+    task_name: str
+    queue: str
+    folder: str
+    files: list[str]
+    main_file: str
+    main_content: str
+    tasks: list[str]
+    requirements: list[str]
+    replaced: bool
+    warnings: list[str]
+    next_steps: list[str]
+    message: str
+
+
+def generate_task_folder(
+    settings: Settings,
+    *,
+    task_name: str,
+    description: str,
+    parameters: list[dict[str, Any]],
+    function_body: str,
+    queue: str = "celery",
+    return_type: str = "Any",
+    tasks: list[dict[str, Any]] | None = None,
+    additional_files: list[dict[str, Any]] | None = None,
+    requirements: list[str] | None = None,
+    overwrite: bool = False,
+) -> GeneratedTask:
+    """Validate, render and compile-check the folder, then write it atomically to ``{task_name}_{queue}``.
+
+    Raises InvalidInput (which field, which value, what is accepted; a syntax error names the file and line) or
+    Conflict (the folder exists and ``overwrite`` is false). Nothing is written when anything is refused.
+    """
+    if not isinstance(overwrite, bool):
+        raise InvalidInput("overwrite", overwrite, "true or false")
+    queue = validate_name(queue, "queue")
+    main = check_task("", task_name, description, parameters, function_body, return_type)
+    plans = [main, *check_extra_tasks(tasks)]
+    _refuse_duplicate_names(plans)
+    pinned = check_requirements(requirements)
+    main_file = main_file_name(queue)
+    helpers = check_additional_files(additional_files, {main_file, *GENERATED_FILES})
+
+    main_content, spans = render_app(settings, queue, plans)
+    files = {
+        main_file: main_content,
+        **helpers,
+        "requirements.txt": render_requirements(pinned),
+        "Dockerfile": render_dockerfile(settings, queue, has_requirements=bool(pinned)),
+        "README.md": render_readme(queue, plans, helpers),
+    }
+    fields = {path: f"additional_files[{index}].content" for index, path in enumerate(helpers)}
+    compiler_warnings = check_python_files(files, main_file, spans, fields)
+    total = sum(len(content.encode("utf-8")) for content in files.values())
+    if total > settings.max_payload_bytes:
+        raise InvalidInput(
+            "task folder",
+            f"<{total} bytes in all>",
+            f"at most {settings.max_payload_bytes} bytes in all (it travels to the deploy worker through Redis): "
+            "shorten the function bodies or additional_files",
+        )
+
+    folder, replaced = write_folder(Path(settings.generated_tasks_dir), f"{main.name}_{queue}", files, overwrite)
+    logger.info("generated task folder %s (%d files, replaced=%s)", folder, len(files), replaced)
+    names = [plan.name for plan in plans]
+    return GeneratedTask(
+        task_name=main.name,
+        queue=queue,
+        folder=str(folder),
+        files=sorted(files),
+        main_file=main_file,
+        main_content=main_content,
+        tasks=names,
+        requirements=pinned,
+        replaced=replaced,
+        warnings=compiler_warnings,
+        next_steps=_next_steps(main.name, queue, folder, names),
+        message=(
+            f"{'Replaced' if replaced else 'Generated'} {folder} with {len(files)} files: "
+            f"{', '.join(celery_task_name(n) for n in names)} on queue {queue!r}. Review {main_file}, then deploy it."
+        ),
+    )
+
+
+def _refuse_duplicate_names(plans: list[TaskPlan]) -> None:
+    seen: set[str] = set()
+    for plan in plans:
+        if plan.name in seen:
+            raise InvalidInput(plan.field + "task_name", plan.name, "task names must be unique within the folder")
+        seen.add(plan.name)
+
+
+def _next_steps(task_name: str, queue: str, folder: Path, names: list[str]) -> list[str]:
+    steps = [
+        f"Review main_content ({main_file_name(queue)}) and refine the files in {folder} if needed: keep the task "
+        "names and the queue, pin new requirements (name==version) in requirements.txt, leave Dockerfile as it is.",
+        f"Deploy: deploy_task(task_name={task_name!r}, description=..., parameters=..., queue={queue!r}, "
+        f"category='general', code_folder_path={str(folder)!r}).",
+        f"Test: trigger_celery_task(task_name={task_name!r}, kwargs={{...}}, queue={queue!r}) and check the result.",
+        f"Once deployed, {task_name!r} is registered: any agent finds it with get_available_tasks and calls it "
+        "with trigger_celery_task or send_celery_task.",
+    ]
+    if len(names) > 1:
+        extra = ", ".join(repr(n) for n in names[1:])
+        steps.insert(
+            3, f"The extra tasks {extra} run in the same worker: register each with register_task_info(..., queue="
+            f"{queue!r}) after the deploy, and test each with trigger_celery_task."
+        )  # fmt: skip
+    return steps
+
+
+def write_folder(base: Path, name: str, files: dict[str, str], overwrite: bool) -> tuple[Path, bool]:
+    """Write ``files`` to ``base/name`` atomically; return the folder and whether an old one was replaced."""
+    target = base / name
+    exists = os.path.lexists(target)
+    if exists and not overwrite:
+        raise Conflict(
+            f"{target} already exists; pass overwrite=true to replace it (the old folder is replaced atomically)",
+            folder=str(target),
+        )
+    base.mkdir(parents=True, exist_ok=True)
+    root = base.resolve(strict=True)
+    final = root / name
+    if exists and (final.is_symlink() or not final.is_dir()):
+        raise Conflict(f"{final} exists and is not a folder; remove it by hand", folder=str(final))
+    if os.path.commonpath([root, final.resolve()]) != str(root):
+        raise InvalidInput("task_name", name, f"the folder must resolve inside {root}")
+
+    staging = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{name}-", dir=root))
+    try:
+        for relative, content in files.items():
+            _write_file(staging, relative, content)
+        staging.chmod(0o755)
+        _fsync_dir(staging)
+        if not exists:
+            try:
+                os.rename(staging, final)
+            except OSError as exc:  # another call created it meanwhile
+                raise Conflict(f"{final} appeared while it was being generated ({exc.strerror})") from None
+        else:
+            aside = root / f"{OLD_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
+            try:
+                os.rename(final, aside)
+            except FileNotFoundError:  # another call is replacing it right now
+                raise Conflict(f"{final} changed while it was being generated; try again") from None
+            try:
+                os.rename(staging, final)
+            except OSError:
+                os.rename(aside, final)  # put the old folder back: the caller keeps what it had
+                raise
+            shutil.rmtree(aside, ignore_errors=True)
+        _fsync_dir(root)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return final, exists
+
+
+def _write_file(folder: Path, relative: str, content: str) -> None:
+    path = folder.joinpath(*relative.split("/"))
+    for parent in reversed(path.relative_to(folder).parents):
+        directory = folder / parent
+        if not directory.exists():
+            directory.mkdir()
+            directory.chmod(0o755)  # explicit: the umask must not decide who can read the folder
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    os.fchmod(fd, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,156 @@
+"""Checks on the helper files and requirements of a generated task folder, before anything is written.
+
+A helper file's path must be a plain relative path inside the folder, of a Python or plain-text file, not one of the
+files MCS writes itself nor one the build owns, and not a module name that would shadow the standard library or
+the worker's own packages. A requirement must be one pinned ``name==version``: no options, URLs or paths.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from mcs.errors import InvalidInput
+from mcs.paths import check_relative_path, relative_path_rule
+from Redis.models import parse_model
+
+MAX_FILES = 50
+MAX_FILE_BYTES = 256 * 1024
+MAX_PATH_DEPTH = 5
+MAX_REQUIREMENTS = 100
+MAX_REQUIREMENT_CHARS = 200
+
+TEXT_SUFFIXES = frozenset(
+    {".py", ".txt", ".md", ".rst", ".json", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".csv", ".tsv", ".sql",
+     ".html", ".xml", ".j2", ".jinja", ".tmpl"}
+)  # fmt: skip
+# Modules the worker itself imports: a helper module of the same name next to the app would shadow them.
+WORKER_MODULES = frozenset(
+    {"celery", "kombu", "billiard", "vine", "amqp", "redis", "click", "dateutil", "tzdata", "sitecustomize",
+     "usercustomize"}
+)  # fmt: skip
+# Packages of the base image: pinning another version would change the worker under the task's feet.
+BASE_IMAGE_PACKAGES = frozenset({"celery", "kombu", "billiard", "vine", "amqp", "redis"})
+
+PATH_RULE = relative_path_rule(MAX_PATH_DEPTH) + ", ending in one of " + ", ".join(sorted(TEXT_SUFFIXES))
+REQUIREMENT_RULE = (
+    "use one pinned requirement 'name==version' (extras allowed, e.g. 'requests[socks]==2.32.3'); "
+    "options (anything starting with '-'), URLs, paths, version ranges and markers are not accepted"
+)
+
+_REQUIREMENT = re.compile(
+    r"(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?)"
+    r"(?:\[[A-Za-z0-9._-]+(?:,[A-Za-z0-9._-]+)*\])?"
+    r"==(?P<version>[A-Za-z0-9][A-Za-z0-9.+!_-]{0,62})"
+)
+
+
+class FileInput(BaseModel):
+    """One entry of ``additional_files``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str
+    content: str
+
+
+def check_text(text: str, field: str) -> None:
+    if "\x00" in text:
+        raise InvalidInput(field, "<text with a NUL character>", "text without NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(field, text[exc.start : exc.end], "text encodable as UTF-8 (no lone surrogates)") from None
+
+
+def check_additional_files(files: Any, reserved: set[str]) -> dict[str, str]:
+    """Return {relative path: content}; ``reserved`` holds the paths MCS writes itself (compared case-blind)."""
+    if files is None:
+        return {}
+    if not isinstance(files, list | tuple):
+        raise InvalidInput("additional_files", files, "a list of {filename, content}")
+    if len(files) > MAX_FILES:
+        raise InvalidInput("additional_files", f"<{len(files)} files>", f"at most {MAX_FILES} files")
+    result: dict[str, str] = {}
+    seen: dict[str, str] = {name.casefold(): name for name in reserved}
+    for index, item in enumerate(files):
+        where = f"additional_files[{index}]"
+        spec: FileInput = parse_model(FileInput, item, where)
+        path = check_file_path(spec.filename, where + ".filename")
+        if path.casefold() in seen:
+            raise InvalidInput(
+                where + ".filename",
+                path,
+                f"{seen[path.casefold()]!r} is already in the folder (MCS writes Dockerfile, requirements.txt, "
+                "README.md and the app file itself; names are compared ignoring case)",
+            )
+        seen[path.casefold()] = path
+        check_text(spec.content, where + ".content")
+        size = len(spec.content.encode("utf-8"))
+        if size > MAX_FILE_BYTES:
+            raise InvalidInput(where + ".content", f"<{size} bytes>", f"at most {MAX_FILE_BYTES} bytes per file")
+        result[path] = spec.content
+    _check_no_file_is_a_folder(result, reserved)
+    return result
+
+
+def check_file_path(name: Any, field: str) -> str:
+    segments = check_relative_path(name, field, max_depth=MAX_PATH_DEPTH, rule=PATH_RULE)
+    top = segments[0].casefold()
+    if top in ("dockerfile", "wheelhouse") or "__pycache__" in segments:
+        raise InvalidInput(field, name, "Dockerfile, wheelhouse/ and __pycache__ belong to the build; " + PATH_RULE)
+    suffix = "." + segments[-1].rsplit(".", 1)[-1] if "." in segments[-1] else ""
+    if suffix not in TEXT_SUFFIXES:
+        raise InvalidInput(field, name, "only Python source and plain text files are accepted; " + PATH_RULE)
+    if suffix == ".py":
+        module = segments[0].removesuffix(".py")
+        if module in sys.stdlib_module_names or module in WORKER_MODULES:
+            raise InvalidInput(
+                field,
+                name,
+                f"a module named {module!r} next to the app would shadow the standard library or the worker's own "
+                "packages; choose another name",
+            )
+    return name
+
+
+def _check_no_file_is_a_folder(files: dict[str, str], reserved: set[str]) -> None:
+    folders = {path.rsplit("/", i)[0].casefold() for path in files for i in range(1, path.count("/") + 1)}
+    for path in [*files, *reserved]:
+        if path.casefold() in folders:
+            raise InvalidInput("additional_files", path, "a path cannot be both a file and a folder")
+
+
+def check_requirements(requirements: Any) -> list[str]:
+    if requirements is None:
+        return []
+    if not isinstance(requirements, list | tuple):
+        raise InvalidInput("requirements", requirements, "a list of 'name==version' strings")
+    if len(requirements) > MAX_REQUIREMENTS:
+        raise InvalidInput("requirements", f"<{len(requirements)} items>", f"at most {MAX_REQUIREMENTS} requirements")
+    seen: dict[str, str] = {}
+    result = []
+    for index, line in enumerate(requirements):
+        where = f"requirements[{index}]"
+        if not isinstance(line, str):
+            raise InvalidInput(where, line, REQUIREMENT_RULE)
+        if line.lstrip().startswith("-"):
+            raise InvalidInput(where, line, "pip options are not accepted; " + REQUIREMENT_RULE)
+        match = _REQUIREMENT.fullmatch(line) if len(line) <= MAX_REQUIREMENT_CHARS else None
+        if match is None:
+            raise InvalidInput(where, line, REQUIREMENT_RULE)
+        name = re.sub(r"[-_.]+", "-", match["name"]).lower()
+        if name in BASE_IMAGE_PACKAGES:
+            raise InvalidInput(
+                where,
+                line,
+                "provided by the worker's base image (" + ", ".join(sorted(BASE_IMAGE_PACKAGES)) + "); remove it",
+            )
+        if name in seen:
+            raise InvalidInput(where, line, f"{name} is already pinned ({seen[name]!r})")
+        seen[name] = line
+        result.append(line)
+    return result
