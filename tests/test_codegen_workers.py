@@ -236,7 +236,7 @@ def test_helper_modules_under_the_dockerfile_command(settings: Settings, tmp_pat
 
 
 def test_redis_password_with_special_characters(tmp_path: Path) -> None:
-    password = "p/@:%#w0rd"
+    password = "p/@:%#w0rd"  # pragma: allowlist secret
     server = LocalRedisServer(tmp_path / "redis-pw", password=password).start()
     try:
         secured = make_settings(tmp_path, redis_port=server.port, redis_password=password)
