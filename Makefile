@@ -4,9 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test test-fast test-integration test-docker lint format security base-image clean
+.PHONY: help demo up down venv test test-fast test-integration test-docker lint format security base-image bench clean
 
 help:
+	@echo "make demo        the seed's quick start end to end through MCP (embedded Redis when none is configured)"
+	@echo "make up          start Redis (embedded if needed) and the deploy worker; print the Claude Desktop block"
+	@echo "make down        stop exactly what make up started"
 	@echo "make test        all tiers: unit, integration (private Redis), docker (needs a daemon)"
 	@echo "make test-fast   unit tier only: no services"
 	@echo "make lint        ruff check + format check"
@@ -21,6 +24,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m mcs.demo $(DEMO_ARGS)
+
+up: $(STAMP)
+	$(PY) -m mcs.stack up
+
+down: $(STAMP)
+	$(PY) -m mcs.stack down
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -47,6 +59,9 @@ security: $(STAMP)
 
 base-image: $(STAMP)
 	$(PY) -m deploy_mcp.base_image
+
+bench: $(STAMP)
+	$(PY) bench/bench_mcp.py
 
 clean:
 	rm -rf .pytest_cache .ruff_cache

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
         5.0, gt=0, validation_alias=_env("redis_socket_timeout_s", "MCS_REDIS_SOCKET_TIMEOUT_S")
     )
 
+    log_level: str = Field(
+        "INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", validation_alias=_env("log_level", "MCS_LOG_LEVEL")
+    )
+
     # Celery.
     deploy_queue: str = Field(
         "deploy", pattern=r"^[a-z][a-z0-9_]{0,62}$", validation_alias=_env("deploy_queue", "MCS_DEPLOY_QUEUE")

@@ -1,0 +1,250 @@
+"""Start and stop what MCS needs around the MCP server: Redis (embedded when none is configured) and the deploy worker.
+
+``python -m mcs.stack up`` (``make up``) starts them in the background, records their pids under ``.mcs/run/`` and
+prints the ``claude_desktop_config.json`` block; ``python -m mcs.stack down`` (``make down``) stops exactly those
+pids. ``mcs.demo`` uses the same pieces in the foreground. Progress and problems go to stderr; the config block to
+stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from mcs.errors import MCSError, ServiceUnavailable
+from mcs.settings import PROJECT_ROOT, Settings, load_settings
+from Redis.server import LocalRedisServer
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = PROJECT_ROOT / ".mcs"
+RUN_DIR = STATE_DIR / "run"
+DEPLOY_WORKER_SCRIPT = PROJECT_ROOT / "deploy_mcp" / "start_deploy_worker.sh"
+SERVER_SCRIPT = PROJECT_ROOT / "mcp_server.py"
+
+
+def child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that gives a child process (MCP server, deploy worker) these very settings."""
+    env = {
+        "REDIS_HOST": settings.redis_host,
+        "REDIS_PORT": str(settings.redis_port),
+        "REDIS_BROKER_DB": str(settings.redis_broker_db),
+        "REDIS_BACKEND_DB": str(settings.redis_backend_db),
+        "MCS_METADATA_DB": str(settings.metadata_db),
+        "MCS_METADATA_PREFIX": settings.metadata_prefix,
+        "MCS_GENERATED_TASKS_DIR": str(settings.generated_tasks_dir),
+        "MCS_DEPLOYMENTS_DIR": str(settings.deployments_dir),
+        "MCS_DEPLOY_SECRET_FILE": str(settings.deploy_secret_file),
+        "MCS_WORKER_RUNTIME": settings.worker_runtime,
+        "MCS_LOG_LEVEL": settings.log_level,
+        "MCS_ENV_FILE": os.devnull,  # everything the child needs is here; no second source to disagree with
+        "MCS_REDIS_CONFIG_FILE": os.devnull + ".absent",
+    }
+    if settings.redis_password is not None:
+        env["REDIS_PASSWORD"] = settings.redis_password.get_secret_value()
+    if settings.deploy_secret is not None:
+        env["MCS_DEPLOY_SECRET"] = settings.deploy_secret.get_secret_value()
+    if settings.worker_labels:
+        env["MCS_WORKER_LABELS"] = json.dumps(settings.worker_labels)
+    env.update(extra)
+    return env
+
+
+def redis_answers(settings: Settings, timeout_s: float = 1.0) -> bool:
+    kwargs = settings.redis_kwargs() | {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+    client = redis.Redis(**kwargs)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=5).ping()
+        return True
+    except Exception:
+        return False
+
+
+@dataclass
+class Stack:
+    """Redis (used or embedded) plus a deploy worker, for one settings object."""
+
+    settings: Settings
+    say: Any = field(default=lambda msg: print(msg, file=sys.stderr))
+    redis_server: LocalRedisServer | None = None
+    deploy_worker: subprocess.Popen | None = None
+    redis_note: str = ""
+    runtime_note: str = ""
+
+    def start_redis(self, data_dir: Path = STATE_DIR / "redis") -> Settings:
+        """Use the configured Redis (it must answer), or one answering on localhost, or start an embedded one."""
+        s = self.settings
+        configured = {"redis_host", "redis_port"} & s.model_fields_set
+        if redis_answers(s):
+            self.redis_note = f"Redis at {s.redis_location} ({'configured' if configured else 'found on localhost'})"
+            return s
+        if configured:
+            raise ServiceUnavailable(
+                f"Redis at {s.redis_location} is configured but does not answer: start it, or unset "
+                "REDIS_HOST/REDIS_PORT to let MCS start an embedded one",
+                service="redis",
+            )
+        self.redis_server = LocalRedisServer(data_dir, password=None, persist=True).start()
+        self.settings = s.model_copy(update={"redis_host": "127.0.0.1", "redis_port": self.redis_server.port})
+        self.redis_note = (
+            f"embedded Redis ({self.redis_server.kind}) on 127.0.0.1:{self.redis_server.port}, data in {data_dir}"
+        )
+        return self.settings
+
+    def choose_runtime(self) -> Settings:
+        """Docker when a daemon answers (building the base image when missing), else local processes."""
+        s = self.settings
+        use_docker = s.worker_runtime == "docker" or (s.worker_runtime == "auto" and docker_answers())
+        if use_docker:
+            from deploy_mcp.base_image import ensure_base_image
+
+            self.say(f"  checking the worker base image {s.worker_base_image} (built once, about a minute)")
+            ensure_base_image(s, progress=lambda step: self.say(f"  base image: {step}"))
+            self.settings = s.model_copy(update={"worker_runtime": "docker"})
+            self.runtime_note = f"docker (hardened containers from {s.worker_base_image})"
+        else:
+            self.settings = s.model_copy(update={"worker_runtime": "process"})
+            why = "chosen" if s.worker_runtime == "process" else "no Docker daemon answers"
+            self.runtime_note = f"process (no container isolation): {why}"
+        return self.settings
+
+    def start_deploy_worker(self, log_path: Path, timeout_s: float = 60.0) -> int:
+        from Redis.registry import TaskRegistry
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "MCS_"))}
+        env.update(child_env(self.settings))
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as out:
+            self.deploy_worker = subprocess.Popen(
+                [str(DEPLOY_WORKER_SCRIPT)], cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=out, start_new_session=True,
+            )  # fmt: skip
+        registry = TaskRegistry(self.settings)
+        deadline = time.monotonic() + timeout_s
+        while not registry.client.exists(registry.keys.deploy_worker_alive()):
+            if self.deploy_worker.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                self.stop()
+                raise ServiceUnavailable(f"the deploy worker did not start; its log ends with:\n{tail}")
+            time.sleep(0.1)
+        return self.deploy_worker.pid
+
+    def stop(self) -> None:
+        if self.deploy_worker is not None:
+            stop_pid(self.deploy_worker.pid, child=self.deploy_worker)
+            self.deploy_worker = None
+        if self.redis_server is not None:
+            self.redis_server.stop()
+            self.redis_server = None
+
+
+def stop_pid(pid: int, timeout_s: float = 30.0, child: subprocess.Popen | None = None) -> bool:
+    """SIGTERM the process group led by ``pid`` (we started it with a new session), SIGKILL after a deadline.
+
+    ``child`` is the Popen when the process is our own child: it is reaped (a zombie would look alive)."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if child is not None and child.poll() is not None:
+            return True
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    if child is not None:
+        child.wait(5)
+    return True
+
+
+def claude_desktop_config(settings: Settings) -> dict[str, Any]:
+    """The block for claude_desktop_config.json: absolute paths, and the environment this stack uses."""
+    env = {k: v for k, v in child_env(settings).items() if k.startswith("REDIS_") or k in ("MCS_DEPLOY_SECRET_FILE",)}
+    env.pop("REDIS_PASSWORD", None)  # never printed: add it yourself if your Redis has one
+    return {"mcpServers": {"mcs": {"command": str(Path(sys.executable)), "args": [str(SERVER_SCRIPT)], "env": env}}}
+
+
+def up() -> int:
+    settings = load_settings()
+    stack = Stack(settings)
+    if (RUN_DIR / "stack.json").exists():
+        stack.say("MCS is already up (make down first); its Claude Desktop block:")
+        print(json.dumps(json.loads((RUN_DIR / "stack.json").read_text())["claude"], indent=2))
+        return 0
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    stack.start_redis()
+    stack.say(f"[1/3] {stack.redis_note}")
+    stack.choose_runtime()
+    stack.say(f"[2/3] worker runtime: {stack.runtime_note}")
+    pid = stack.start_deploy_worker(RUN_DIR / "deploy_worker.log")
+    stack.say(f"[3/3] deploy worker started (pid {pid}, log {RUN_DIR / 'deploy_worker.log'})")
+    config = claude_desktop_config(stack.settings)
+    state = {
+        "deploy_worker_pid": pid,
+        "redis_pid": stack.redis_server.pid if stack.redis_server else None,
+        "claude": config,
+    }
+    (RUN_DIR / "stack.json").write_text(json.dumps(state, indent=2))
+    stack.say("MCS is up. Add this to claude_desktop_config.json (then restart Claude Desktop); `make down` stops it:")
+    print(json.dumps(config, indent=2))
+    return 0
+
+
+def down() -> int:
+    path = RUN_DIR / "stack.json"
+    if not path.exists():
+        print("MCS is not up (no .mcs/run/stack.json)", file=sys.stderr)
+        return 0
+    state = json.loads(path.read_text())
+    for name in ("deploy_worker_pid", "redis_pid"):
+        pid = state.get(name)
+        if pid:
+            stopped = stop_pid(pid)
+            print(f"{name.removesuffix('_pid')}: {'stopped' if stopped else 'was not running'} (pid {pid})",
+                  file=sys.stderr)  # fmt: skip
+    path.unlink()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mcs.stack", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=("up", "down"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+    try:
+        return up() if args.command == "up" else down()
+    except MCSError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
