@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 
 from deploy_mcp.runtime import Artifact, BuildSpec, Progress, RunSpec, WorkerHandle
+from mcs.codegen_render import worker_command
 from mcs.errors import DeployError
 from mcs.settings import Settings
 
@@ -115,10 +116,7 @@ class ProcessRuntime:
             "PYTHONUNBUFFERED": "1",
             **spec.environment,
         }
-        command = [
-            str(venv / "bin" / "python"), "-m", "celery", "-A", f"app_{spec.queue}", "worker", "-Q", spec.queue,
-            "--hostname", spec.hostname, "--loglevel", "INFO", "--pool", "prefork", "--concurrency", "1",
-        ]  # fmt: skip
+        command = [str(venv / "bin" / "python"), "-m", *worker_command(spec.queue, spec.hostname)]
         with log_path.open("ab") as out:
             proc = subprocess.Popen(
                 command, cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True

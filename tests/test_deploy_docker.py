@@ -198,8 +198,8 @@ def test_worker_container_is_hardened(deploy_settings: Settings, deploy_worker, 
         assert host["NanoCpus"] == int(deploy_settings.worker_cpus * 1e9)
         assert host["PidsLimit"] == deploy_settings.worker_pids_limit
         assert host["Privileged"] is False
-        assert host["PidMode"] in ("", None) and host["IpcMode"] in ("", "private", "shareable")
-        assert host["UtsMode"] in ("", None)
+        assert host.get("PidMode") in ("", None) and host.get("IpcMode") in ("", "private", "shareable")
+        assert host.get("UtsMode") in ("", None)
         assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 5}
         assert host["LogConfig"]["Config"].get("max-size") == "10m"
         assert host["Init"] is True
