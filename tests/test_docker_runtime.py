@@ -576,7 +576,7 @@ def test_crash_looping_worker_is_never_reported_running(
 
 @pytest.fixture(scope="module")
 def password_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisServer]:
-    password = "p@ss/w:rd%#?& " + uuid.uuid4().hex  # characters that break unencoded URLs
+    password = "p@ss/w:rd%#?& " + uuid.uuid4().hex  # characters that break unencoded URLs  # pragma: allowlist secret
     server = LocalRedisServer(tmp_path_factory.mktemp("redis-pw"), password=password).start()
     try:
         yield server
@@ -871,7 +871,12 @@ def test_state_from_inspect_data() -> None:
 
 @pytest.mark.unit
 def test_secrets_are_redacted_in_plain_and_percent_encoded_form() -> None:
-    env = {"REDIS_PASSWORD": "p@ss/w rd", "REDIS_HOST": "127.0.0.1", "BROKER_URL": "redis://:x@h/0", "TOKEN": "ab"}
+    env = {
+        "REDIS_PASSWORD": "p@ss/w rd",  # pragma: allowlist secret
+        "REDIS_HOST": "127.0.0.1",
+        "BROKER_URL": "redis://:x@h/0",  # pragma: allowlist secret
+        "TOKEN": "ab",
+    }
     secrets = secret_values(env)
     assert "p@ss/w rd" in secrets
     assert "p%40ss%2Fw%20rd" in secrets
