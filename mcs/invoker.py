@@ -13,7 +13,6 @@ import logging
 import re
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from mcs.errors import InvalidInput, MCSError, NotFound, ServiceUnavailable, TaskFailed, TaskTimeout
@@ -64,7 +63,6 @@ MAX_TIMEOUT_S = 3600.0
 class TaskInvoker:
     def __init__(self, settings: Settings, registry: TaskRegistry, celery_app: Celery) -> None:
         _install_deadline_drainer()
-        self._background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mcs-remember")
         self.settings = settings
         self.registry = registry
         self.app = celery_app
@@ -93,7 +91,7 @@ class TaskInvoker:
         return record
 
     def send(self, task_name: Any, args: Any = None, kwargs: Any = None, queue: Any = None) -> TaskSentResult:
-        record, result, _ = self._send(task_name, args, kwargs, queue)
+        record, result = self._send(task_name, args, kwargs, queue)
         return TaskSentResult(
             task_id=result.id,
             task_name=record.name,
@@ -106,11 +104,10 @@ class TaskInvoker:
     ) -> TaskCallResult:
         timeout = self._timeout(timeout_s)
         started = time.perf_counter()
-        record, result, remembered = self._send(task_name, args, kwargs, queue, wait_for_record=False)
+        record, result = self._send(task_name, args, kwargs, queue)
         try:
             value = result.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
         except Exception as exc:
-            remembered.result()
             if type(exc).__name__ == "TimeoutError":
                 raise TaskTimeout(
                     f"task {record.name} did not finish within {timeout:g} s; it may still run: "
@@ -121,7 +118,6 @@ class TaskInvoker:
                     status=self._state(result),
                 ) from None
             raise self._celery_error(exc) from None
-        remembered.result()
         elapsed_ms = (time.perf_counter() - started) * 1000
         state = result.state
         if state != "SUCCESS":
@@ -136,16 +132,15 @@ class TaskInvoker:
             message=f"task {record.name} succeeded: {_preview(value)}",
         )
 
-    def _send(
-        self, task_name: Any, args: Any, kwargs: Any, queue: Any, wait_for_record: bool = True
-    ) -> tuple[TaskRecord, AsyncResult, Future[None]]:
-        """Validate, send, and remember the task id. The id is recorded in Redis while the caller waits for the
-        result (``wait_for_record=False``), so the extra round trip is off trigger's critical path."""
+    def _send(self, task_name: Any, args: Any, kwargs: Any, queue: Any) -> tuple[TaskRecord, AsyncResult]:
+        """Validate, remember the task id (so get_celery_result knows it), then send: if Redis cannot record the
+        id, nothing is sent."""
         from mcp_app import celery_task_name
 
         record = self.resolve(task_name, queue)
         args, kwargs = check_call_arguments(record, args, kwargs, self.settings.max_payload_bytes)
         task_id = str(uuid.uuid4())
+        self._remember(task_id, record)
         try:
             result = self.app.send_task(
                 celery_task_name(record.name), args=args, kwargs=kwargs, queue=record.queue, task_id=task_id
@@ -153,10 +148,7 @@ class TaskInvoker:
         except Exception as exc:
             raise self._celery_error(exc) from None
         log.debug("sent %s to queue %s as %s", record.name, record.queue, task_id)
-        remembered = self._background.submit(self._remember, task_id, record)
-        if wait_for_record:
-            remembered.result()
-        return record, result, remembered
+        return record, result
 
     def _remember(self, task_id: str, record: TaskRecord) -> None:
         issued = json.dumps({"task_name": record.name, "queue": record.queue, "sent_at": time.time()})
