@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from mcs.errors import DeployError, InvalidInput, MCSError, ServiceUnavailable
+from mcs.requirements import REQUIREMENT_RULE, parse_requirement
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,6 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 PIP_TIMEOUT_S = 600.0
 OUTPUT_TAIL_CHARS = 3000
 MAX_REQUIREMENTS = 200
-MAX_REQUIREMENT_CHARS = 200
 MAX_WHEELS = 500
 MAX_WHEELHOUSE_BYTES = 4 * 1024**3
 CACHE_FORMAT = 1
@@ -71,16 +71,6 @@ CACHE_FORMAT = 1
 LABEL_ROLE = "mcs.role"
 ROLE_WHEELHOUSE = "wheelhouse"
 
-REQUIREMENT_RULE = (
-    "use one pinned requirement per line: name==version, optionally with extras (name[extra1,extra2]==version); "
-    "no options (lines starting with '-'), URLs, paths, markers, version ranges or wildcards"
-)
-_REQUIREMENT = re.compile(
-    r"(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)"
-    r"(?:\[(?P<extras>\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*(?:,\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*)*)\])?"
-    r"\s*==\s*"
-    r"(?P<version>[A-Za-z0-9](?:[A-Za-z0-9.+!_-]*[A-Za-z0-9])?)"
-)
 _WHEEL_NAME = re.compile(r"[A-Za-z0-9_.+!-]+\.whl")
 _FORWARDED_PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
 
@@ -169,16 +159,7 @@ def validate_requirements(lines: Iterable[Any]) -> list[str]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        if len(line) > MAX_REQUIREMENT_CHARS:
-            raise InvalidInput(field_name, line, f"at most {MAX_REQUIREMENT_CHARS} characters; " + REQUIREMENT_RULE)
-        if line.startswith("-"):
-            raise InvalidInput(field_name, line, "an option is not a requirement; " + REQUIREMENT_RULE)
-        match = _REQUIREMENT.fullmatch(line)
-        if match is None:
-            raise InvalidInput(field_name, line, REQUIREMENT_RULE)
-        extras = match.group("extras")
-        extras_part = "[" + ",".join(sorted({e.strip() for e in extras.split(",")})) + "]" if extras else ""
-        out.append(f"{match.group('name')}{extras_part}=={match.group('version')}")
+        out.append(parse_requirement(line, field_name)[1])
     if len(out) > MAX_REQUIREMENTS:
         raise InvalidInput("requirements", f"{len(out)} lines", f"at most {MAX_REQUIREMENTS} requirements")
     return out

@@ -7,7 +7,6 @@ the worker's own packages. A requirement must be one pinned ``name==version``: n
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import Any
 
@@ -15,13 +14,13 @@ from pydantic import BaseModel, ConfigDict
 
 from mcs.errors import InvalidInput
 from mcs.paths import check_relative_path, relative_path_rule
+from mcs.requirements import parse_requirement
 from Redis.models import parse_model
 
 MAX_FILES = 50
 MAX_FILE_BYTES = 256 * 1024
 MAX_PATH_DEPTH = 5
 MAX_REQUIREMENTS = 100
-MAX_REQUIREMENT_CHARS = 200
 
 TEXT_SUFFIXES = frozenset(
     {".py", ".txt", ".md", ".rst", ".json", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".csv", ".tsv", ".sql",
@@ -36,16 +35,6 @@ WORKER_MODULES = frozenset(
 BASE_IMAGE_PACKAGES = frozenset({"celery", "kombu", "billiard", "vine", "amqp", "redis"})
 
 PATH_RULE = relative_path_rule(MAX_PATH_DEPTH) + ", ending in one of " + ", ".join(sorted(TEXT_SUFFIXES))
-REQUIREMENT_RULE = (
-    "use one pinned requirement 'name==version' (extras allowed, e.g. 'requests[socks]==2.32.3'); "
-    "options (anything starting with '-'), URLs, paths, version ranges and markers are not accepted"
-)
-
-_REQUIREMENT = re.compile(
-    r"(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?)"
-    r"(?:\[[A-Za-z0-9._-]+(?:,[A-Za-z0-9._-]+)*\])?"
-    r"==(?P<version>[A-Za-z0-9][A-Za-z0-9.+!_-]{0,62})"
-)
 
 
 class FileInput(BaseModel):
@@ -135,14 +124,7 @@ def check_requirements(requirements: Any) -> list[str]:
     result = []
     for index, line in enumerate(requirements):
         where = f"requirements[{index}]"
-        if not isinstance(line, str):
-            raise InvalidInput(where, line, REQUIREMENT_RULE)
-        if line.lstrip().startswith("-"):
-            raise InvalidInput(where, line, "pip options are not accepted; " + REQUIREMENT_RULE)
-        match = _REQUIREMENT.fullmatch(line) if len(line) <= MAX_REQUIREMENT_CHARS else None
-        if match is None:
-            raise InvalidInput(where, line, REQUIREMENT_RULE)
-        name = re.sub(r"[-_.]+", "-", match["name"]).lower()
+        name, normalised = parse_requirement(line, where)
         if name in BASE_IMAGE_PACKAGES:
             raise InvalidInput(
                 where,
@@ -152,5 +134,5 @@ def check_requirements(requirements: Any) -> list[str]:
         if name in seen:
             raise InvalidInput(where, line, f"{name} is already pinned ({seen[name]!r})")
         seen[name] = line
-        result.append(line)
+        result.append(normalised)
     return result
