@@ -22,6 +22,10 @@ LABEL_QUEUE = "mcs.queue"
 LABEL_VERSION = "mcs.version"
 
 
+def mcs_labels(task_name: str, queue: str, version: str, extra: dict[str, str]) -> dict[str, str]:
+    return {LABEL_MANAGED: "1", LABEL_TASK: task_name, LABEL_QUEUE: queue, LABEL_VERSION: version, **extra}
+
+
 @dataclass(frozen=True)
 class BuildSpec:
     """Build the worker artefact for one version of one task from its deployment folder."""
@@ -36,13 +40,7 @@ class BuildSpec:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {
-            LABEL_MANAGED: "1",
-            LABEL_TASK: self.task_name,
-            LABEL_QUEUE: self.queue,
-            LABEL_VERSION: self.version,
-            **self.extra_labels,
-        }
+        return mcs_labels(self.task_name, self.queue, self.version, self.extra_labels)
 
 
 @dataclass(frozen=True)
@@ -72,13 +70,7 @@ class RunSpec:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {
-            LABEL_MANAGED: "1",
-            LABEL_TASK: self.task_name,
-            LABEL_QUEUE: self.queue,
-            LABEL_VERSION: self.version,
-            **self.extra_labels,
-        }
+        return mcs_labels(self.task_name, self.queue, self.version, self.extra_labels)
 
 
 @dataclass(frozen=True)
