@@ -20,7 +20,6 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from mcp import Client, StdioServerParameters
@@ -28,7 +27,7 @@ from mcp.types import CallToolResult
 
 from mcs.errors import MCSError
 from mcs.settings import Settings, load_settings
-from mcs.stack import RUN_DIR, SERVER_SCRIPT, Stack, child_env
+from mcs.stack import SERVER_SCRIPT, Stack, child_env, run_dir
 
 TASK, QUEUE = "simple_add", "test_queue"
 PARAMETERS = [
@@ -43,9 +42,7 @@ class DemoFailed(MCSError):
     code = "demo_failed"
 
 
-def run_demo(
-    settings: Settings, *, keep: bool = False, say: Say = print, log_dir: Path = RUN_DIR
-) -> list[tuple[str, dict[str, Any]]]:
+def run_demo(settings: Settings, *, keep: bool = False, say: Say = print) -> list[tuple[str, dict[str, Any]]]:
     """Run the walkthrough; returns each tool call with its structured result. Raises DemoFailed on a failed step."""
     stack = Stack(settings, say=say)
     try:
@@ -54,7 +51,7 @@ def run_demo(
         say(f"  Redis: {stack.redis_note}")
         stack.choose_runtime()
         say(f"  worker runtime: {stack.runtime_note}")
-        pid = stack.start_deploy_worker(log_dir / "demo_deploy_worker.log")
+        pid = stack.start_deploy_worker(run_dir(settings) / "demo_deploy_worker.log")
         say(f"  deploy worker: started (pid {pid})")
         return asyncio.run(_walkthrough(stack.settings, keep, say))
     finally:

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     deployments_dir: Path = Field(
         PROJECT_ROOT / "deployments", validation_alias=_env("deployments_dir", "MCS_DEPLOYMENTS_DIR")
     )
+    state_dir: Path = Field(
+        PROJECT_ROOT / ".mcs",
+        description="local state of make up/demo: embedded Redis data, pid files, logs",
+        validation_alias=_env("state_dir", "MCS_STATE_DIR"),
+    )
     deploy_timeout_s: float = Field(600.0, gt=0, validation_alias=_env("deploy_timeout_s", "MCS_DEPLOY_TIMEOUT_S"))
     deploy_roots: list[Path] | None = Field(
         None,

@@ -29,8 +29,6 @@ from Redis.server import LocalRedisServer
 
 log = logging.getLogger(__name__)
 
-STATE_DIR = PROJECT_ROOT / ".mcs"
-RUN_DIR = STATE_DIR / "run"
 DEPLOY_WORKER_SCRIPT = PROJECT_ROOT / "deploy_mcp" / "start_deploy_worker.sh"
 SERVER_SCRIPT = PROJECT_ROOT / "mcp_server.py"
 
@@ -47,6 +45,7 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
         "MCS_GENERATED_TASKS_DIR": str(settings.generated_tasks_dir),
         "MCS_DEPLOYMENTS_DIR": str(settings.deployments_dir),
         "MCS_DEPLOY_SECRET_FILE": str(settings.deploy_secret_file),
+        "MCS_STATE_DIR": str(settings.state_dir),
         "MCS_WORKER_RUNTIME": settings.worker_runtime,
         "MCS_LOG_LEVEL": settings.log_level,
         "MCS_ENV_FILE": os.devnull,  # everything the child needs is here; no second source to disagree with
@@ -94,9 +93,10 @@ class Stack:
     redis_note: str = ""
     runtime_note: str = ""
 
-    def start_redis(self, data_dir: Path = STATE_DIR / "redis") -> Settings:
+    def start_redis(self) -> Settings:
         """Use the configured Redis (it must answer), or one answering on localhost, or start an embedded one."""
         s = self.settings
+        data_dir = s.state_dir / "redis"
         configured = {"redis_host", "redis_port"} & s.model_fields_set
         if redis_answers(s):
             self.redis_note = f"Redis at {s.redis_location} ({'configured' if configured else 'found on localhost'})"
@@ -192,36 +192,41 @@ def claude_desktop_config(settings: Settings) -> dict[str, Any]:
     return {"mcpServers": {"mcs": {"command": str(Path(sys.executable)), "args": [str(SERVER_SCRIPT)], "env": env}}}
 
 
-def up() -> int:
-    settings = load_settings()
+def run_dir(settings: Settings) -> Path:
+    return settings.state_dir / "run"
+
+
+def up(settings: Settings) -> int:
     stack = Stack(settings)
-    if (RUN_DIR / "stack.json").exists():
+    state_file = run_dir(settings) / "stack.json"
+    if state_file.exists():
         stack.say("MCS is already up (make down first); its Claude Desktop block:")
-        print(json.dumps(json.loads((RUN_DIR / "stack.json").read_text())["claude"], indent=2))
+        print(json.dumps(json.loads(state_file.read_text())["claude"], indent=2))
         return 0
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    run_dir(settings).mkdir(parents=True, exist_ok=True)
     stack.start_redis()
     stack.say(f"[1/3] {stack.redis_note}")
     stack.choose_runtime()
     stack.say(f"[2/3] worker runtime: {stack.runtime_note}")
-    pid = stack.start_deploy_worker(RUN_DIR / "deploy_worker.log")
-    stack.say(f"[3/3] deploy worker started (pid {pid}, log {RUN_DIR / 'deploy_worker.log'})")
+    log_path = run_dir(settings) / "deploy_worker.log"
+    pid = stack.start_deploy_worker(log_path)
+    stack.say(f"[3/3] deploy worker started (pid {pid}, log {log_path})")
     config = claude_desktop_config(stack.settings)
     state = {
         "deploy_worker_pid": pid,
         "redis_pid": stack.redis_server.pid if stack.redis_server else None,
         "claude": config,
     }
-    (RUN_DIR / "stack.json").write_text(json.dumps(state, indent=2))
+    state_file.write_text(json.dumps(state, indent=2))
     stack.say("MCS is up. Add this to claude_desktop_config.json (then restart Claude Desktop); `make down` stops it:")
     print(json.dumps(config, indent=2))
     return 0
 
 
-def down() -> int:
-    path = RUN_DIR / "stack.json"
+def down(settings: Settings) -> int:
+    path = run_dir(settings) / "stack.json"
     if not path.exists():
-        print("MCS is not up (no .mcs/run/stack.json)", file=sys.stderr)
+        print(f"MCS is not up (no {path})", file=sys.stderr)
         return 0
     state = json.loads(path.read_text())
     for name in ("deploy_worker_pid", "redis_pid"):
@@ -240,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
     try:
-        return up() if args.command == "up" else down()
+        settings = load_settings()
+        return up(settings) if args.command == "up" else down(settings)
     except MCSError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1

@@ -36,6 +36,7 @@ def make_settings(tmp_path: Path, **overrides) -> Settings:
         "generated_tasks_dir": tmp_path / "generated_tasks",
         "deployments_dir": tmp_path / "deployments",
         "deploy_secret_file": tmp_path / "deploy_secret",
+        "state_dir": tmp_path / "state",
         "metadata_prefix": f"mcs-test-{uuid.uuid4().hex[:8]}:",
     }
     values.update(overrides)

@@ -27,7 +27,7 @@ EXPECTED_TOOLS = [
 def run(settings: Settings, runtime: str, tmp_path: Path) -> dict[str, dict]:
     settings = settings.model_copy(update={"worker_runtime": runtime, "worker_labels": {TEST_LABEL: "1"}})
     lines: list[str] = []
-    steps = run_demo(settings, say=lines.append, log_dir=tmp_path / "run")
+    steps = run_demo(settings, say=lines.append)
     tools = [name for name, _ in steps]
     assert tools[:4] == EXPECTED_TOOLS[:4] and tools[-3:] == EXPECTED_TOOLS[-3:]
     assert set(tools) == set(EXPECTED_TOOLS)
@@ -41,6 +41,7 @@ def run(settings: Settings, runtime: str, tmp_path: Path) -> dict[str, dict]:
     assert results["get_task_details"]["task"]["deployment"]["version"] == deployed["version"]
     assert "registry entry" in results["undeploy_task"]["removed"]
     assert any("Demo complete" in line for line in lines)
+    assert any(line.startswith("  ... ") for line in lines), "deploy_task reported no progress"
     # Nothing of the demo is left: no registry entry, no folders, no worker.
     assert TaskRegistry(settings).find(TASK) is None
     assert not (settings.deployments_dir / f"{TASK}_{QUEUE}").exists()

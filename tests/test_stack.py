@@ -1,0 +1,95 @@
+"""make up / make down (mcs.stack) and the environment that carries settings to child processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mcs.settings import PROJECT_ROOT, Settings
+from mcs.stack import Stack, child_env, redis_answers
+from Redis.registry import TaskRegistry
+from tests.conftest import make_settings
+
+
+@pytest.mark.unit
+def test_child_env_carries_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    password = "pw/@:x"  # pragma: allowlist secret
+    original = make_settings(
+        tmp_path, redis_port=7777, redis_password=password, metadata_db=5, worker_labels={"a": "b"},
+        worker_runtime="process",
+    )  # fmt: skip
+    for name, value in child_env(original).items():
+        monkeypatch.setenv(name, value)
+    rebuilt = Settings()
+    fields = ("redis_port", "redis_password", "metadata_db", "metadata_prefix", "worker_labels", "worker_runtime",
+              "generated_tasks_dir", "deployments_dir", "deploy_secret_file", "state_dir")  # fmt: skip
+    for field in fields:
+        assert getattr(rebuilt, field) == getattr(original, field), field
+
+
+@pytest.mark.integration
+def test_embedded_redis_when_none_is_configured(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, state_dir=tmp_path / "state")  # nothing configured: 127.0.0.1:6379
+    stack = Stack(settings, say=lambda m: None)
+    try:
+        used = stack.start_redis()
+        if redis_answers(settings):
+            assert "found on localhost" in stack.redis_note and used.redis_port == 6379
+        else:
+            assert stack.redis_note.startswith("embedded") and stack.redis_server is not None
+            assert redis_answers(used) and (tmp_path / "state" / "redis").is_dir()
+    finally:
+        stack.stop()
+
+
+@pytest.mark.integration
+def test_configured_redis_that_does_not_answer_is_an_error(tmp_path: Path) -> None:
+    from mcs.errors import ServiceUnavailable
+    from Redis.server import free_port
+
+    settings = make_settings(tmp_path, redis_port=free_port())  # explicitly configured
+    with pytest.raises(ServiceUnavailable, match="configured but does not answer"):
+        Stack(settings, say=lambda m: None).start_redis()
+
+
+def stack_command(settings: Settings, command: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "MCS_"))}
+    env.update(child_env(settings))
+    return subprocess.run([sys.executable, "-m", "mcs.stack", command], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+@pytest.mark.integration
+def test_up_prints_the_claude_block_and_down_stops_what_up_started(settings: Settings) -> None:
+    settings = settings.model_copy(update={"worker_runtime": "process"})
+    registry = TaskRegistry(settings)
+    up = stack_command(settings, "up")
+    assert up.returncode == 0, up.stderr
+    state = json.loads((settings.state_dir / "run" / "stack.json").read_text())
+    try:
+        block = json.loads(up.stdout)["mcpServers"]["mcs"]
+        assert block["command"] == sys.executable and block["args"] == [str(PROJECT_ROOT / "mcp_server.py")]
+        assert block["env"]["REDIS_PORT"] == str(settings.redis_port) and "REDIS_PASSWORD" not in block["env"]
+        assert registry.client.exists(registry.keys.deploy_worker_alive())
+        os.kill(state["deploy_worker_pid"], 0)  # running
+        again = stack_command(settings, "up")  # a second up changes nothing
+        assert again.returncode == 0 and json.loads(again.stdout) == json.loads(up.stdout)
+    finally:
+        down = stack_command(settings, "down")
+    assert down.returncode == 0 and "deploy_worker: stopped" in down.stderr
+    assert not (settings.state_dir / "run" / "stack.json").exists()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(state["deploy_worker_pid"], 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the deploy worker still runs after make down")
