@@ -4,6 +4,7 @@ Run it as Claude Desktop does: ``python mcp_server.py`` (stdout is the protocol;
 Each tool is a thin edge: it validates its input, calls one plain function of the core, returns a result model.
 """
 
+import itertools
 import logging
 import sys
 from typing import Annotated, Any
@@ -12,6 +13,7 @@ import anyio.from_thread
 from mcp.server.mcpserver import Context, MCPServer
 from pydantic import Field
 
+from deploy_mcp import protocol
 from mcs.codegen import GeneratedTask, generate_task_folder
 from mcs.results import (
     CategoriesResult,
@@ -38,6 +40,9 @@ it) -> trigger_celery_task (test it) -> any agent: get_available_tasks / get_tas
 trigger_celery_task (wait for the result) or send_celery_task + get_celery_result (long tasks).
 Only registered tasks can be called. Errors come back with success=false, an error code and a message that says
 what was wrong and what is accepted."""
+
+UNDEPLOY_TIMEOUT_S = 120.0  # stopping workers (warm shutdown) and removing images
+QUERY_TIMEOUT_S = 30.0  # list_deployments, get_task_logs
 
 TaskName = Annotated[str, Field(description="registered task name: lowercase letters, digits, '_' (e.g. simple_add)")]
 Args = Annotated[list[Any] | None, Field(description="positional arguments, a JSON array (optional)")]
@@ -235,11 +240,11 @@ def build_server(settings: Settings | None = None, services: Services | None = N
         trigger_celery_task.
         """
 
-        def progress(step: str) -> None:
-            progress.count += 1  # type: ignore[attr-defined]
-            anyio.from_thread.run(ctx.report_progress, progress.count, None, step)  # type: ignore[attr-defined]
+        steps = itertools.count(1)
 
-        progress.count = 0  # type: ignore[attr-defined]
+        def progress(step: str) -> None:  # called from this tool's worker thread: hop to the event loop
+            anyio.from_thread.run(ctx.report_progress, next(steps), None, step)
+
         raw = services.deploy_client.deploy(
             task_name=task_name,
             description=description,
@@ -254,29 +259,22 @@ def build_server(settings: Settings | None = None, services: Services | None = N
 
     def undeploy_task(task_name: TaskName) -> UndeployResult:
         """Remove a deployed task entirely: its worker, images, deployment folders, registry entry and queue."""
-        from deploy_mcp import protocol
-
-        raw = services.deploy_client.call(protocol.UNDEPLOY, {"task_name": task_name}, settings_timeout())
+        raw = services.deploy_client.call(protocol.UNDEPLOY, {"task_name": task_name}, UNDEPLOY_TIMEOUT_S)
         return UndeployResult.model_validate(raw)
 
     def list_deployments() -> DeploymentsResult:
         """List deployed tasks with their version, runtime, image, container and the worker's live status."""
-        from deploy_mcp import protocol
-
-        return DeploymentsResult.model_validate(services.deploy_client.call(protocol.LIST_DEPLOYMENTS, {}, 30))
+        raw = services.deploy_client.call(protocol.LIST_DEPLOYMENTS, {}, QUERY_TIMEOUT_S)
+        return DeploymentsResult.model_validate(raw)
 
     def get_task_logs(
         task_name: TaskName,
         tail_lines: Annotated[int, Field(ge=1, le=500, description="how many of the last log lines")] = 100,
     ) -> TaskLogsResult:
         """Read the last lines of a deployed task's worker log (to debug a failing or silent task)."""
-        from deploy_mcp import protocol
-
-        raw = services.deploy_client.call(protocol.TASK_LOGS, {"task_name": task_name, "tail_lines": tail_lines}, 30)
+        payload = {"task_name": task_name, "tail_lines": tail_lines}
+        raw = services.deploy_client.call(protocol.TASK_LOGS, payload, QUERY_TIMEOUT_S)
         return TaskLogsResult.model_validate(raw)
-
-    def settings_timeout() -> float:
-        return min(services.settings.deploy_timeout_s, 120.0)
 
     add_tool(server, generate_startMain_code, read_only=False, destructive=True, title="Generate a task folder")
     add_tool(server, deploy_task, read_only=False, destructive=True, idempotent=True, title="Deploy a task")
