@@ -218,7 +218,17 @@ def _venv_purelib(venv: Path) -> Path:
 
 
 def _start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks (field 22 of /proc/PID/stat); None when gone or a zombie."""
+    """The process's start time in clock ticks (field 22 of /proc/PID/stat); None when gone or a zombie.
+
+    Without /proc (macOS) it is 0 while the pid exists: liveness only, without the pid-reuse guard."""
+    if not Path("/proc/self/stat").exists():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return 0
+        return 0
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
