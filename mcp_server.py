@@ -67,7 +67,7 @@ ReturnType = Annotated[str, Field(description="the return type, e.g. int, dict, 
 def build_server(settings: Settings | None = None, services: Services | None = None) -> MCPServer:
     """The MCS server with every tool registered; nothing connects until a tool needs it."""
     services = services or Services(settings or load_settings())
-    server = MCPServer(name="MCS", instructions=INSTRUCTIONS)
+    server = MCPServer(name="MCS", instructions=INSTRUCTIONS, log_level=services.settings.log_level)
 
     def trigger_celery_task(
         task_name: TaskName,
@@ -293,8 +293,11 @@ def build_server(settings: Settings | None = None, services: Services | None = N
 
 
 def main() -> None:
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    build_server(load_settings()).run("stdio")
+    settings = load_settings()
+    logging.basicConfig(
+        stream=sys.stderr, level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    build_server(settings).run("stdio")
 
 
 if __name__ == "__main__":
