@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -72,6 +73,15 @@ def redis_answers(settings: Settings, timeout_s: float = 1.0) -> bool:
         client.close()
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def docker_answers() -> bool:
     try:
         import docker
@@ -107,7 +117,9 @@ class Stack:
                 "REDIS_HOST/REDIS_PORT to let MCS start an embedded one",
                 service="redis",
             )
-        self.redis_server = LocalRedisServer(data_dir, password=None, persist=True).start()
+        # The default port when it is free, so the Claude Desktop block stays the same from one `make up` to the next.
+        port = s.redis_port if port_is_free(s.redis_port) else 0
+        self.redis_server = LocalRedisServer(data_dir, port=port, password=None, persist=True).start()
         self.settings = s.model_copy(update={"redis_host": "127.0.0.1", "redis_port": self.redis_server.port})
         self.redis_note = (
             f"embedded Redis ({self.redis_server.kind}) on 127.0.0.1:{self.redis_server.port}, data in {data_dir}"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mcs.settings import PROJECT_ROOT, Settings
-from mcs.stack import Stack, child_env, redis_answers
+from mcs.stack import Stack, child_env, port_is_free, redis_answers
 from Redis.registry import TaskRegistry
 from tests.conftest import make_settings
 
@@ -37,13 +37,16 @@ def test_child_env_carries_the_settings(tmp_path: Path, monkeypatch: pytest.Monk
 def test_embedded_redis_when_none_is_configured(tmp_path: Path) -> None:
     settings = Settings(_env_file=None, state_dir=tmp_path / "state")  # nothing configured: 127.0.0.1:6379
     stack = Stack(settings, say=lambda m: None)
+    already_there = redis_answers(settings)
+    default_port_free = port_is_free(6379)
     try:
         used = stack.start_redis()
-        if redis_answers(settings):
+        if already_there:
             assert "found on localhost" in stack.redis_note and used.redis_port == 6379
         else:
             assert stack.redis_note.startswith("embedded") and stack.redis_server is not None
             assert redis_answers(used) and (tmp_path / "state" / "redis").is_dir()
+            assert (used.redis_port == 6379) is default_port_free  # the default port when it is free
     finally:
         stack.stop()
 
