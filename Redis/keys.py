@@ -37,6 +37,14 @@ class Keys:
         """STRING with a short TTL, refreshed by a running deploy worker (so deploy_task fails fast without one)."""
         return f"{self.prefix}deploy_worker:alive"
 
+    def deploy_nonce(self, nonce: str) -> str:
+        """STRING with TTL (the signature's accepted window): a deploy message nonce already used."""
+        return f"{self.prefix}deploy_nonce:{nonce}"
+
+    def queue_lock(self, queue: str) -> str:
+        """STRING with TTL, a random token: one deploy at a time per queue (a queue belongs to one task's worker)."""
+        return f"{self.prefix}lock:queue:{queue}"
+
     def deploy_lock(self, task_name: str) -> str:
         """STRING with TTL, a random token: one deploy at a time per task (SET NX PX, compare-and-delete)."""
         return f"{self.prefix}lock:deploy:{task_name}"

@@ -74,7 +74,20 @@ class TaskRegistry:
         def write(pipe: redis.client.Pipeline) -> None:
             old = _decode(pipe.get(task_key))
             now = utc_now()
-            record = draft.model_copy(update={"created_at": old.created_at if old else now, "last_updated": now})
+            kept = draft.deployment
+            if kept is None and old is not None and old.deployment is not None:
+                # Metadata updates (register_task_info) keep the deployment; only a deploy replaces it, and the
+                # queue of a deployed task is its worker's: changing it here would send calls nowhere.
+                if draft.queue != old.queue:
+                    raise InvalidInput(
+                        "queue",
+                        draft.queue,
+                        f"task {old.name!r} is deployed on queue {old.queue!r}; redeploy it to change its queue",
+                    )
+                kept = old.deployment
+            record = draft.model_copy(
+                update={"created_at": old.created_at if old else now, "last_updated": now, "deployment": kept}
+            )
             old_cat_empty = False
             if old and old.category != record.category:
                 old_cat_key = self.keys.category(old.category)

@@ -40,53 +40,68 @@ class BundleFile(BaseModel):
 
 
 def read_folder(settings: Settings, folder: Path | str) -> list[BundleFile]:
-    """Read a task folder for deployment, or raise InvalidInput / NotFound saying what is wrong."""
+    """Read a task folder for deployment, or raise InvalidInput / NotFound saying what is wrong.
+
+    Hidden files and folders (``.git``, ``.env``, ``.venv``) and ``__pycache__`` are not deployed."""
     folder = Path(folder).expanduser()
     if not folder.is_absolute():
         # Relative to the project (the seed writes ./generated_tasks/...), else to generated_tasks/: never to the
         # server's working directory, which depends on how the MCP client started it.
         candidates = [PROJECT_ROOT / folder, settings.generated_tasks_dir / folder]
         folder = next((c for c in candidates if c.exists()), candidates[0])
+    real = Path(os.path.realpath(folder))  # resolved once; everything below is checked against this path
     roots = settings.allowed_deploy_roots
-    if not any(inside(root, folder) for root in roots):
+    if not any(inside(root, real) for root in roots):
         raise InvalidInput(
             "code_folder_path",
             str(folder),
             "deploy reads task folders only from under " + ", ".join(map(str, roots)) + " (MCS_DEPLOY_ROOTS)",
         )
-    real = Path(os.path.realpath(folder))
     if not real.is_dir():
         raise NotFound(f"task folder {folder} does not exist: generate it with generate_startMain_code first")
     files: list[BundleFile] = []
     total = 0
     for dirpath, dirnames, filenames in os.walk(real, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_DIRS)
         here = Path(dirpath)
-        for d in list(dirnames):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_DIRS and not d.startswith("."))
+        for d in dirnames:
             if (here / d).is_symlink():
                 raise InvalidInput("code_folder_path", str(here / d), "folders that are symlinks are not deployed")
         for name in sorted(filenames):
-            if name.endswith(SKIPPED_SUFFIXES):
+            if name.endswith(SKIPPED_SUFFIXES) or name.startswith("."):
                 continue
-            path = here / name
-            relative = path.relative_to(real).as_posix()
-            check_relative_path(relative, f"file {relative!r}")
-            if not inside(real, path):
-                raise InvalidInput("code_folder_path", relative, "a symlink in the task folder points outside it")
-            st = os.stat(path)
-            if not stat.S_ISREG(st.st_mode):
-                raise InvalidInput("code_folder_path", relative, "only regular files are deployed")
-            if st.st_size > settings.max_file_bytes:
-                raise InvalidInput(relative, f"<{st.st_size} bytes>", f"at most {settings.max_file_bytes} bytes a file")
-            total += st.st_size
+            relative = (here / name).relative_to(real).as_posix()
+            check_relative_path(relative, "file in the task folder")
+            data = _read_inside(real, here / name, relative, settings.max_file_bytes)
+            total += len(data)
             if total > settings.max_bundle_bytes:
                 raise InvalidInput("code_folder_path", str(folder), f"at most {settings.max_bundle_bytes} bytes in all")
             if len(files) >= settings.max_files:
                 raise InvalidInput("code_folder_path", str(folder), f"at most {settings.max_files} files")
-            files.append(_encode(relative, path.read_bytes()))
+            files.append(_encode(relative, data))
     if not files:
         raise InvalidInput("code_folder_path", str(folder), "the task folder holds no files")
     return sorted(files, key=lambda f: f.path)
+
+
+def _read_inside(real_folder: Path, path: Path, relative: str, max_bytes: int) -> bytes:
+    """Read one file whose real path stays inside the folder: opened once without following a last symlink, then
+    checked on the open descriptor (regular file, size) and read to at most ``max_bytes`` (it cannot grow past)."""
+    target = os.path.realpath(path)
+    if not inside(real_folder, Path(target)):
+        raise InvalidInput("code_folder_path", relative, "a symlink in the task folder points outside it")
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise InvalidInput("code_folder_path", relative, f"cannot be read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidInput("code_folder_path", relative, "only regular files are deployed")
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise InvalidInput(relative, f"<more than {max_bytes} bytes>", f"at most {max_bytes} bytes a file")
+    return data
 
 
 def _encode(relative: str, data: bytes) -> BundleFile:
@@ -123,9 +138,11 @@ def parse_files(raw: Any, settings: Settings) -> list[BundleFile]:
     return sorted(files, key=lambda f: f.path)
 
 
-def bundle_version(files: list[BundleFile]) -> str:
-    """Content hash of the files (paths and bytes), lowercase hex: the deployment's version."""
+def bundle_version(files: list[BundleFile], *extra: bytes) -> str:
+    """Content hash of the files (paths and bytes) and ``extra`` (the build recipe), lowercase hex: the version."""
     digest = hashlib.sha256()
+    for blob in extra:
+        digest.update(b"extra\0" + str(len(blob)).encode() + b"\0" + blob)
     for f in sorted(files, key=lambda f: f.path):
         data = f.data()
         digest.update(f.path.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)

@@ -12,14 +12,15 @@ import functools
 import logging
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from celery import signals
 from pydantic import BaseModel
 
 from deploy_mcp import protocol
-from deploy_mcp.deployer import Deployer
-from deploy_mcp.signing import deploy_secret, verify
+from deploy_mcp.deployer import Deployer, registered_tasks
+from deploy_mcp.signing import CLOCK_SKEW_S, MAX_AGE_S, deploy_secret, verify
 from mcp_app import create_celery_app
 from mcs.errors import MCSError, ServiceUnavailable
 from mcs.results import DeploymentsResult
@@ -32,8 +33,7 @@ settings: Settings = load_settings()
 app = create_celery_app(settings)
 app.conf.update(
     task_default_queue=settings.deploy_queue,
-    task_soft_time_limit=int(settings.deploy_timeout_s),
-    task_time_limit=int(settings.deploy_timeout_s) + 60,
+    # The thread pool enforces no task time limits: each deploy step bounds itself (build, health check timeouts).
     # A deploy that dies with its worker is not redelivered: the client reports the failure and a new deploy of
     # the same files is cheap (content-addressed versions).
     task_reject_on_worker_lost=False,
@@ -65,15 +65,18 @@ def select_runtime(settings: Settings):
 
 @functools.cache
 def deployer() -> Deployer:
-    def ping(hostname: str, timeout_s: float) -> bool:
-        return bool(app.control.ping(destination=[hostname], timeout=timeout_s))
+    return Deployer(settings, TaskRegistry(settings), select_runtime(settings), partial(registered_tasks, app))
 
-    return Deployer(settings, TaskRegistry(settings), select_runtime(settings), ping)
+
+def _first_use(nonce: str) -> bool:
+    registry = deployer().registry
+    key = registry.keys.deploy_nonce(nonce)
+    return bool(registry.client.set(key, "1", nx=True, ex=int(MAX_AGE_S + CLOCK_SKEW_S)))
 
 
 def _run(kind: str, message: Any, operation: Callable[[dict[str, Any]], BaseModel]) -> dict[str, Any]:
     try:
-        payload = verify(deploy_secret(settings), kind, message)
+        payload = verify(deploy_secret(settings), kind, message, first_use=_first_use)
         return operation(payload).model_dump(mode="json")
     except MCSError as exc:
         log.warning("%s refused or failed: %s", kind, exc.message)

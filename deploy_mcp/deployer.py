@@ -17,6 +17,7 @@ deployment serving; the error says which step failed and carries the tail of the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import shutil
@@ -32,9 +33,10 @@ import redis
 
 from deploy_mcp.bundle import BundleFile, bundle_version, parse_files, write_bundle
 from deploy_mcp.runtime import Artifact, BuildSpec, Progress, RunSpec, WorkerHandle, WorkerRuntime
+from mcp_app import celery_task_name
 from mcs.codegen_render import render_dockerfile
 from mcs.codegen_validate import check_requirements
-from mcs.errors import DeployError, InvalidInput, MCSError, NotFound
+from mcs.errors import Conflict, DeployError, InvalidInput, MCSError, NotFound
 from mcs.results import DeploymentStatus, DeployResult, TaskLogsResult, UndeployResult
 from mcs.settings import Settings
 from Redis.connection import make_client, redis_errors
@@ -44,9 +46,16 @@ from Redis.registry import TaskRegistry
 
 log = logging.getLogger(__name__)
 
-Ping = Callable[[str, float], bool]  # (celery hostname, timeout_s) -> answered
+# (celery hostname, timeout_s) -> the task names the worker registers, or None when it did not answer in time
+Probe = Callable[[str, float], list[str] | None]
 STAGING = ".staging"
 MAX_LOG_LINES = 500
+
+
+def registered_tasks(app: Any, hostname: str, timeout_s: float) -> list[str] | None:
+    """The Probe of a real Celery worker: the task names it registers, from ``inspect().registered()``."""
+    replies = app.control.inspect(destination=[hostname], timeout=timeout_s, limit=1).registered()
+    return None if not replies or hostname not in replies else list(replies[hostname])
 
 
 class Timings:
@@ -72,13 +81,13 @@ class Deployer:
         settings: Settings,
         registry: TaskRegistry,
         runtime: WorkerRuntime,
-        ping: Ping,
+        probe: Probe,
         broker: redis.Redis | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.runtime = runtime
-        self.ping = ping
+        self.probe = probe
         self._broker = broker
 
     # -- deploy -----------------------------------------------------------------------------------------------
@@ -88,59 +97,67 @@ class Deployer:
         timings = Timings()
         draft = self._draft(request)
         files = parse_files(request.get("files"), self.settings)
-        version = bundle_version(files)
         task, queue = draft.name, draft.queue
-        with self._lock(task):
+        dockerfile, source = self._dockerfile(files, queue)
+        # The version covers the build recipe too: a new template or base image rebuilds unchanged code.
+        version = bundle_version(files, dockerfile.encode())
+        with self._lock(task), self._queue_lock(queue):
+            self._check_queue_owner(task, queue)
             current = self.registry.find(task)
             reused = self._running_same(current, version, queue)
             if reused is not None:
                 record = self._register(draft, current.deployment)  # metadata may have changed; the worker not
                 timings.total()
-                return self._result(record, reused, version, True, "unchanged", timings, "already running")
+                return self._result(record, reused, version, True, source, timings, "already running")
             say(f"staging version {version}")
             with timings.step("stage"):
                 folder, created = self._place(files, task, queue, version)
             handle: WorkerHandle | None = None
             artifact: Artifact | None = None
             try:
-                dockerfile, source = self._dockerfile(folder, files, queue)
-                requirements = self._requirements(files)
                 say(f"building the worker ({self.runtime.name})")
                 with timings.step("build"):
-                    artifact = self.runtime.build(
-                        BuildSpec(
-                            task, queue, version, folder, dockerfile, requirements, dict(self.settings.worker_labels)
-                        ),
-                        progress=say,
-                    )
+                    labels = dict(self.settings.worker_labels)
+                    spec = BuildSpec(task, queue, version, folder, dockerfile, self._requirements(files), labels)
+                    artifact = self.runtime.build(spec, progress=say)
                 say("starting the worker")
                 with timings.step("start"):
                     handle = self.runtime.start(self._run_spec(task, queue, version, artifact))
                 say("waiting for the worker to answer")
                 with timings.step("health"):
-                    self._wait_healthy(handle)
+                    self._wait_healthy(handle, task)
+                deployment = DeploymentInfo(
+                    deployment_id=str(uuid.uuid4()),
+                    version=version,
+                    image=artifact.ref,
+                    container_id=handle.id,
+                    runtime=self.runtime.name,
+                    deployed_at=datetime.now(UTC),
+                    hostname=handle.hostname,
+                    dockerfile=source,
+                )
+                with timings.step("register"):
+                    record = self._register(draft, deployment)
             except Exception as exc:
                 error = self._deploy_error(exc, handle)  # reads the worker's log before it is removed
                 self._discard(handle, artifact, folder if created else None, current)
                 raise error from None
-            deployment = DeploymentInfo(
-                deployment_id=str(uuid.uuid4()),
-                version=version,
-                image=artifact.ref,
-                container_id=handle.id,
-                runtime=self.runtime.name,
-                deployed_at=datetime.now(UTC),
-                hostname=handle.hostname,
-                dockerfile=source,
-            )
-            with timings.step("register"):
-                record = self._register(draft, deployment)
             say("retiring the previous worker")
+            warnings: list[str] = []
             with timings.step("retire"):
-                self._retire(task, keep=handle, old=current)
-                self._prune(task, queue, keep=version)
+                # The new version serves and is registered: a failure from here on is a warning, not a failure.
+                for step in (
+                    lambda: self._retire(task, keep=handle, old=current),
+                    lambda: self._prune(task, queue, version),
+                ):
+                    try:
+                        step()
+                    except Exception as exc:
+                        log.exception("after deploying %s", task)
+                        warnings.append(f"cleanup of older versions incomplete: {type(exc).__name__}: {exc}")
             timings.total()
-            return self._result(record, handle, version, False, source, timings, "deployed")
+            result = self._result(record, handle, version, False, source, timings, "deployed")
+            return result.model_copy(update={"warnings": warnings})
 
     def _draft(self, request: dict[str, Any]) -> TaskRecord:
         if not isinstance(request, dict):
@@ -161,6 +178,26 @@ class Deployer:
             what=f"a deploy of task {task!r}",
         )
 
+    def _queue_lock(self, queue: str):
+        return redis_lock(
+            self.registry.client,
+            self.registry.keys.queue_lock(queue),
+            self.settings.deploy_lock_ttl_s,
+            what=f"a deploy on queue {queue!r}",
+        )
+
+    def _check_queue_owner(self, task: str, queue: str) -> None:
+        """A queue belongs to one deployed worker: a second task's worker on it would take the first one's calls
+        (and drop them as unregistered)."""
+        for other in self.registry.list():
+            if other.name != task and other.queue == queue and other.deployment is not None:
+                raise Conflict(
+                    f"queue {queue!r} is served by task {other.name!r}'s worker; deploy {task!r} on its own queue, "
+                    f"or add it to {other.name!r}'s folder (generate_startMain_code `tasks`)",
+                    queue=queue,
+                    owner=other.name,
+                )
+
     def _running_same(self, current: TaskRecord | None, version: str, queue: str) -> WorkerHandle | None:
         dep = current.deployment if current else None
         if dep is None or dep.version != version or dep.runtime != self.runtime.name or current.queue != queue:
@@ -177,6 +214,7 @@ class Deployer:
             return folder, False
         staging = self.settings.deployments_dir / STAGING / f"{task}-{uuid.uuid4().hex}"
         staging.parent.mkdir(parents=True, exist_ok=True)
+        self._sweep_staging(staging.parent)
         try:
             write_bundle(files, staging)
             folder.parent.mkdir(parents=True, exist_ok=True)
@@ -186,19 +224,27 @@ class Deployer:
             raise
         return folder, True
 
+    def _sweep_staging(self, staging_root: Path) -> None:
+        """Staging folders older than the lock TTL belong to a deploy worker that died mid-write: remove them."""
+        cutoff = time.time() - self.settings.deploy_lock_ttl_s
+        for leftover in staging_root.iterdir():
+            with contextlib.suppress(OSError):
+                if leftover.stat().st_mtime < cutoff:
+                    shutil.rmtree(leftover, ignore_errors=True)
+
     def _task_dir(self, task: str, queue: str) -> Path:
         return self.settings.deployments_dir / f"{task}_{queue}"
 
-    def _dockerfile(self, folder: Path, files: list[BundleFile], queue: str) -> tuple[str, str]:
-        has_requirements = bool(self._requirements(files))
+    def _dockerfile(self, files: list[BundleFile], queue: str) -> tuple[str, str]:
+        paths = {f.path for f in files}
         shipped = next((f for f in files if f.path == "Dockerfile"), None)
         if shipped is not None and self.settings.allow_custom_dockerfile:
             return shipped.data().decode("utf-8", errors="replace"), "custom"
-        if not (folder / f"app_{queue}.py").is_file():
+        if f"app_{queue}.py" not in paths:
             raise InvalidInput(
                 "code_folder_path", f"app_{queue}.py", f"the task folder must hold app_{queue}.py (the worker's app)"
             )
-        return render_dockerfile(self.settings, queue, has_requirements), "rendered"
+        return render_dockerfile(self.settings, queue, bool(self._requirements(files))), "rendered"
 
     @staticmethod
     def _requirements(files: list[BundleFile]) -> list[str]:
@@ -232,18 +278,27 @@ class Deployer:
             extra_labels=dict(s.worker_labels),
         )
 
-    def _wait_healthy(self, handle: WorkerHandle) -> None:
+    def _wait_healthy(self, handle: WorkerHandle, task: str) -> None:
+        """Until the deadline: the worker must stay alive and answer with the task among its registered ones."""
         deadline = time.monotonic() + self.settings.health_timeout_s
+        wanted = celery_task_name(task)
         while time.monotonic() < deadline:
             state = self.runtime.state(handle)
             if state in ("EXITED", "MISSING", "RESTARTING"):
                 raise DeployError(
                     f"the new worker stopped before answering (state {state}): see log_tail", step="health"
                 )
-            if self.ping(handle.hostname, 0.5):
-                return
+            registered = self.probe(handle.hostname, 0.5)
+            if registered is not None:
+                if wanted in registered:
+                    return
+                raise DeployError(
+                    f"the new worker answers but does not define {wanted}: does app_{{queue}}.py declare "
+                    f"@celery_app.task(name={wanted!r})? It registers: {sorted(registered)[:10]}",
+                    step="health",
+                )
         raise DeployError(
-            f"the new worker did not answer a Celery ping within {self.settings.health_timeout_s:g} s "
+            f"the new worker did not answer within {self.settings.health_timeout_s:g} s "
             "(MCS_HEALTH_TIMEOUT_S): see log_tail",
             step="health",
         )

@@ -22,6 +22,7 @@ protocol says so. docker-py only: no docker CLI, no shell.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import re
 import shutil
@@ -106,11 +107,12 @@ def image_tag(task_name: str, version: str) -> str:
     return f"{repo}:{version}"
 
 
-def container_name(task_name: str, version: str) -> str:
-    """``mcs-<task>-<version[:12]>``: one container per task version."""
+def container_name(task_name: str, version: str, hostname: str) -> str:
+    """``mcs-<task>-<version[:12]>-<6 hex of the worker's hostname>``: unique per start, so a redeploy of the same
+    version never has to remove the container that is still serving."""
     validate_name(task_name, "task_name")
     _validate_version(version)
-    return f"mcs-{task_name}-{version[:12]}"
+    return f"mcs-{task_name}-{version[:12]}-{hashlib.sha256(hostname.encode()).hexdigest()[:6]}"
 
 
 def is_mcs_worker(container: Any) -> bool:
@@ -123,7 +125,7 @@ def is_mcs_worker(container: Any) -> bool:
     if labels.get(LABEL_MANAGED) != "1" or not labels.get(LABEL_HOSTNAME):
         return False
     try:
-        expected = container_name(labels.get(LABEL_TASK, ""), labels.get(LABEL_VERSION, ""))
+        expected = container_name(labels.get(LABEL_TASK, ""), labels.get(LABEL_VERSION, ""), labels[LABEL_HOSTNAME])
     except InvalidInput:
         return False
     return str(container.name).lstrip("/") == expected
@@ -372,31 +374,14 @@ class DockerRuntime:
         import docker.errors
         from docker.types import LogConfig
 
-        name = container_name(spec.task_name, spec.version)
+        name = container_name(spec.task_name, spec.version, spec.hostname)
         validate_name(spec.queue, "queue")
         _validate_run_spec(spec)
         secrets = secret_values(spec.environment)
         labels = {**spec.labels, LABEL_HOSTNAME: spec.hostname, LABEL_ARTIFACT: spec.artifact.ref}
         with self._errors("start", secrets=secrets, container=name):
-            existing = self._get_container(name)
-            if existing is not None:
-                found = _labels(existing.attrs)
-                if not is_mcs_worker(existing):
-                    raise DeployError(
-                        f"a container named {name} exists and MCS did not make it; remove or rename it",
-                        step="start",
-                        container=name,
-                    )
-                if (
-                    existing.status == "running"
-                    and found.get(LABEL_VERSION) == spec.version
-                    and found.get(LABEL_HOSTNAME) == spec.hostname
-                ):
-                    logger.info("worker %s runs this version already; reusing it", name)
-                    return self._handle(existing)
-                logger.info("replacing the stale container %s (%s)", name, existing.status)
-                with contextlib.suppress(docker.errors.NotFound):
-                    existing.remove(force=True)
+            if self._get_container(name) is not None:  # a unique hostname makes this a real collision
+                raise DeployError(f"a container named {name} exists already", step="start", container=name)
             memory = f"{spec.mem_limit_mb}m"
             container = self.client.containers.create(
                 spec.artifact.ref,

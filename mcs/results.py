@@ -96,6 +96,7 @@ class DeployResult(ToolResult):
     reused: bool = Field(description="true when the same files were already deployed: nothing rebuilt or restarted")
     dockerfile: str = Field(description="rendered (MCS's recipe) or custom (the folder's own Dockerfile)")
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list, description="problems retiring older versions, if any")
     task: TaskRecord | None = None
 
 

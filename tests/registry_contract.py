@@ -96,3 +96,12 @@ class RegistryContract:
             registry.register(**kwargs)
         assert field in str(info.value)
         assert all_keys(registry) == set()
+
+    def test_metadata_update_keeps_the_deployment_and_its_queue(self, registry: TaskRegistry) -> None:
+        deployment = {"deployment_id": "d1", "version": "abc", "container_id": "c1", "runtime": "docker"}
+        registry.register(name="t1", queue="q1", deployment=deployment)
+        updated = registry.register(name="t1", queue="q1", description="better words")
+        assert updated.deployment is not None and updated.deployment.container_id == "c1"
+        with pytest.raises(InvalidInput, match="redeploy it to change its queue"):
+            registry.register(name="t1", queue="q2")
+        assert registry.get("t1").queue == "q1"

@@ -86,6 +86,13 @@ def test_symlink_inside_the_folder_is_read_as_its_target(settings: Settings, fol
     assert {f.path: f.content for f in read_folder(settings, folder)}["alias.py"] == "z = 3\n"
 
 
+def test_hidden_files_and_folders_are_not_deployed(settings: Settings, folder: Path) -> None:
+    (folder / ".env").write_text("REDIS_PASSWORD=x")
+    (folder / ".git").mkdir()
+    (folder / ".git" / "config").write_text("[core]")
+    assert [f.path for f in read_folder(settings, folder)] == ["app_q.py", "pkg/util.py", "util.py"]
+
+
 def test_missing_folder(settings: Settings) -> None:
     with pytest.raises(NotFound, match="generate_startMain_code"):
         read_folder(settings, settings.generated_tasks_dir / "nope_q")
@@ -97,7 +104,6 @@ def test_missing_folder(settings: Settings) -> None:
         (lambda f: (f / "big.txt").write_text("x" * 1001), "bytes a file"),
         (lambda f: [(f / f"f{i}.txt").write_text("x") for i in range(5)], "at most 5 files"),
         (lambda f: [(f / f"f{i}.txt").write_text("x" * 900) for i in range(4)], "in all"),
-        (lambda f: (f / ".env").write_text("REDIS_PASSWORD=x"), "hidden file"),
         (lambda f: (f / "bad name.py").write_text(""), "relative path"),
         (lambda f: os.mkfifo(f / "pipe"), "regular files"),
     ],

@@ -10,7 +10,7 @@ import pytest
 
 from deploy_mcp.bundle import read_folder
 from deploy_mcp.deployer import Deployer
-from mcs.errors import Conflict, DeployError, InvalidInput, NotFound
+from mcs.errors import Conflict, DeployError, InvalidInput, NotFound, ServiceUnavailable
 from mcs.settings import Settings
 from Redis.lock import redis_lock
 from Redis.registry import TaskRegistry
@@ -28,13 +28,15 @@ class Env:
         self.registry = TaskRegistry(self.settings, client=fakeredis.FakeRedis(decode_responses=True))
         self.runtime = FakeRuntime()
         self.answering = True
+        self.registers = ["mcp_app.simple_add"]
         self.broker = fakeredis.FakeRedis(decode_responses=True)
-        self.deployer = Deployer(
-            self.settings, self.registry, self.runtime, lambda host, t: self.answering, broker=self.broker
-        )
+        self.deployer = Deployer(self.settings, self.registry, self.runtime, self.probe, broker=self.broker)
         self.folder = self.settings.generated_tasks_dir / "simple_add_test_queue"
         self.folder.mkdir(parents=True)
         self.write("app_test_queue.py", APP)
+
+    def probe(self, hostname: str, timeout_s: float) -> list[str] | None:
+        return self.registers if self.answering else None
 
     def write(self, name: str, text: str) -> None:
         (self.folder / name).write_text(text)
@@ -111,7 +113,7 @@ def test_failed_health_check_keeps_the_old_version_and_leaves_nothing(env: Env) 
 
 def test_worker_that_never_answers_fails_the_deploy(env: Env) -> None:
     env.answering = False
-    with pytest.raises(DeployError, match="did not answer a Celery ping"):
+    with pytest.raises(DeployError, match="did not answer within"):
         env.deployer.deploy(env.request())
     assert env.runtime.running == {} and env.runtime.artifacts == {} and env.versions() == []
     assert env.registry.find("simple_add") is None
@@ -200,3 +202,49 @@ def test_deployments_and_logs(env: Env) -> None:
     assert "ready" in logs.logs and logs.container_id == result.container_id
     env.runtime.running.clear()
     assert env.deployer.deployments()[0].worker_status == "MISSING"
+
+
+def test_a_queue_served_by_another_task_is_refused(env: Env) -> None:
+    env.deployer.deploy(env.request())
+    with pytest.raises(Conflict, match="served by task 'simple_add'"):
+        env.deployer.deploy(env.request(task_name="other_task"))
+    assert [h.task_name for h in env.runtime.running.values()] == ["simple_add"]
+
+
+def test_worker_that_does_not_define_the_task_fails_the_deploy(env: Env) -> None:
+    env.registers = ["mcp_app.something_else"]
+    with pytest.raises(DeployError, match=r"does not define mcp_app\.simple_add"):
+        env.deployer.deploy(env.request())
+    assert env.runtime.running == {} and env.versions() == []
+
+
+def test_a_new_build_recipe_is_a_new_version(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    first = env.deployer.deploy(env.request())
+    env.deployer.settings = env.settings.model_copy(update={"worker_base_image": "mcs-base:newer"})
+    second = env.deployer.deploy(env.request())
+    assert second.version != first.version and not second.reused
+
+
+def test_failure_to_register_removes_the_new_worker(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = env.deployer.deploy(env.request())
+    env.write("app_test_queue.py", APP + "# v2\n")
+
+    def broken(*args, **kwargs):
+        raise ServiceUnavailable("Redis at 127.0.0.1:6379 is not reachable")
+
+    monkeypatch.setattr(env.deployer, "_register", broken)
+    with pytest.raises(ServiceUnavailable):
+        env.deployer.deploy(env.request())
+    assert list(env.runtime.running) == [first.container_id] and env.versions() == [first.version]
+
+
+def test_stale_staging_folders_are_swept(env: Env) -> None:
+    import os
+
+    stale = env.settings.deployments_dir / ".staging" / "simple_add-dead"
+    stale.mkdir(parents=True)
+    old = stale.stat().st_mtime - env.settings.deploy_lock_ttl_s - 10
+    os.utime(stale, (old, old))
+    env.deployer.deploy(env.request())
+    assert not stale.exists()

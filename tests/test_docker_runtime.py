@@ -319,7 +319,7 @@ def test_build_start_call_inspect_reuse_remove(
     spec = make_task(tmp_path, settings)
     tag = image_tag(spec.task_name, spec.version)
     tracker.images.append(tag)
-    tracker.containers.append(container_name(spec.task_name, spec.version))
+    tracker.containers.append(container_name(spec.task_name, spec.version, spec.hostname))
     before = _folder_listing(spec.folder)
     steps: list[str] = []
 
@@ -342,7 +342,7 @@ def test_build_start_call_inspect_reuse_remove(
     first_ping_s = time.monotonic() - started
     logger.info("container start to first ping answer: %.2f s", first_ping_s)
     assert handle.runtime == "docker"
-    assert handle.name == container_name(spec.task_name, spec.version)
+    assert handle.name == container_name(spec.task_name, spec.version, spec.hostname)
     assert (handle.task_name, handle.queue, handle.version) == (TASK, QUEUE, spec.version)
     assert handle.hostname == run_spec.hostname
     assert handle.artifact_ref == tag
@@ -548,7 +548,7 @@ def test_crash_looping_worker_is_never_reported_running(
 ) -> None:
     spec = make_task(tmp_path, settings, app_text=CRASHING_APP)
     tracker.images.append(image_tag(spec.task_name, spec.version))
-    tracker.containers.append(container_name(spec.task_name, spec.version))
+    tracker.containers.append(container_name(spec.task_name, spec.version, spec.hostname))
     artifact = runtime.build(spec)
     handle = runtime.start(make_run_spec(spec, artifact, settings))
 
@@ -601,7 +601,7 @@ def test_password_is_used_but_never_shown(
     runtime = DockerRuntime(settings, client=docker_client, wheel_cache_dir=wheel_cache)
     spec = make_task(tmp_path, settings)
     tracker.images.append(image_tag(spec.task_name, spec.version))
-    tracker.containers.append(container_name(spec.task_name, spec.version))
+    tracker.containers.append(container_name(spec.task_name, spec.version, spec.hostname))
     artifact = runtime.build(spec)
     run_spec = make_run_spec(spec, artifact, settings)
     assert run_spec.environment["REDIS_PASSWORD"] == password
@@ -629,12 +629,12 @@ def test_password_is_used_but_never_shown(
     # (another version, so the name differs from the running worker's)
     for bad in ({"network": f"no-such-net-{uuid.uuid4().hex[:8]}"}, {"pids_limit": 0}):
         other = make_run_spec(spec, artifact, settings, version=uuid.uuid4().hex, **bad)
-        tracker.containers.append(container_name(TASK, other.version))
+        tracker.containers.append(container_name(TASK, other.version, other.hostname))
         with pytest.raises((DeployError, InvalidInput)) as caught:
             runtime.start(other)
         shown += [str(caught.value), repr(caught.value.to_dict())]
         with pytest.raises(docker.errors.NotFound):  # a container that could not start is not left behind
-            docker_client.containers.get(container_name(TASK, other.version))
+            docker_client.containers.get(container_name(TASK, other.version, other.hostname))
     bad_env = make_run_spec(spec, artifact, settings, environment={"BAD KEY": password})
     with pytest.raises(InvalidInput) as caught:
         runtime.start(bad_env)
@@ -835,7 +835,8 @@ def test_pip_environment_drops_host_pip_settings() -> None:
 def test_image_and_container_names() -> None:
     version = "0123456789abcdef" * 4
     assert image_tag("simple_add", version) == f"mcs-simple_add:{version}"
-    assert container_name("simple_add", version) == "mcs-simple_add-0123456789ab"
+    name = container_name("simple_add", version, "h@mcs")
+    assert name.startswith("mcs-simple_add-0123456789ab-") and name != container_name("simple_add", version, "i@mcs")
     for bad_task in ("../x", "Foo", "a___b", "add_", "", "class"):
         with pytest.raises(InvalidInput):
             image_tag(bad_task, version)
@@ -965,10 +966,10 @@ def test_only_containers_started_as_workers_count_as_workers() -> None:
     def container(name: str, labels: dict[str, str]) -> SimpleNamespace:
         return SimpleNamespace(name=name, attrs={"Config": {"Labels": labels}})
 
-    assert is_mcs_worker(container(container_name(TASK, version), worker_labels))
+    assert is_mcs_worker(container(container_name(TASK, version, "h@mcs"), worker_labels))
     # Made from a worker image (labels inherited), but not started by the runtime:
     assert not is_mcs_worker(container("vigorous_albattani", image_labels))
     assert not is_mcs_worker(container("vigorous_albattani", worker_labels))
-    assert not is_mcs_worker(container(container_name(TASK, version), image_labels))
-    assert not is_mcs_worker(container(container_name(TASK, version), {**worker_labels, LABEL_VERSION: "zz"}))
-    assert not is_mcs_worker(container(container_name(TASK, version), {}))
+    assert not is_mcs_worker(container(container_name(TASK, version, "h@mcs"), image_labels))
+    assert not is_mcs_worker(container(container_name(TASK, version, "h@mcs"), {**worker_labels, LABEL_VERSION: "zz"}))
+    assert not is_mcs_worker(container(container_name(TASK, version, "h@mcs"), {}))

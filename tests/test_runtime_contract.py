@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from deploy_mcp.bundle import read_folder
-from deploy_mcp.deployer import Deployer
+from deploy_mcp.deployer import Deployer, registered_tasks
 from deploy_mcp.process_runtime import ProcessRuntime
 from mcp_app import create_celery_app
 from mcs.codegen import generate_task_folder
@@ -42,10 +43,7 @@ def deployer(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Dep
     runtime = make_runtime(request.param, settings, request)
     app = create_celery_app(settings)
 
-    def ping(hostname: str, timeout_s: float) -> bool:
-        return bool(app.control.ping(destination=[hostname], timeout=timeout_s))
-
-    deployer = Deployer(settings, TaskRegistry(settings), runtime, ping)
+    deployer = Deployer(settings, TaskRegistry(settings), runtime, partial(registered_tasks, app))
     yield deployer
     for handle in runtime.workers():
         with contextlib.suppress(Exception):

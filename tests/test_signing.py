@@ -69,3 +69,18 @@ def test_explicit_secret_wins(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, deploy_secret="s" * 40, deploy_secret_file=tmp_path / "unused")
     assert deploy_secret(settings) == b"s" * 40
     assert not (tmp_path / "unused").exists()
+
+
+def test_a_message_is_accepted_once() -> None:
+    seen: set[str] = set()
+
+    def first_use(nonce: str) -> bool:
+        new = nonce not in seen
+        seen.add(nonce)
+        return new
+
+    message = sign(SECRET, "undeploy", {"task_name": "simple_add"})
+    assert verify(SECRET, "undeploy", message, first_use=first_use) == {"task_name": "simple_add"}
+    with pytest.raises(Unauthorized, match="replayed"):
+        verify(SECRET, "undeploy", message, first_use=first_use)
+    assert sign(SECRET, "undeploy", {})["nonce"] != sign(SECRET, "undeploy", {})["nonce"]
