@@ -31,7 +31,7 @@ from mcs.results import (
 )
 from mcs.services import Services
 from mcs.settings import Settings, load_settings
-from mcs.tool_edge import add_tool
+from mcs.tool_edge import MCSServer, add_tool
 
 INSTRUCTIONS = """\
 MCS lets you grow your own capabilities as Celery tasks that run in isolated workers.
@@ -67,7 +67,7 @@ ReturnType = Annotated[str, Field(description="the return type, e.g. int, dict, 
 def build_server(settings: Settings | None = None, services: Services | None = None) -> MCPServer:
     """The MCS server with every tool registered; nothing connects until a tool needs it."""
     services = services or Services(settings or load_settings())
-    server = MCPServer(name="MCS", instructions=INSTRUCTIONS, log_level=services.settings.log_level)
+    server = MCSServer(name="MCS", instructions=INSTRUCTIONS, log_level=services.settings.log_level)
 
     def trigger_celery_task(
         task_name: TaskName,
@@ -101,8 +101,9 @@ def build_server(settings: Settings | None = None, services: Services | None = N
     ) -> TaskStatusResult:
         """Get the state and, when finished, the result of a task MCS sent.
 
-        States: PENDING (queued), STARTED, RETRY, SUCCESS (`result` holds the return value) or FAILURE (`error`,
-        `exception_type`, `traceback`). An id MCS never issued, or whose result expired, is reported as unknown.
+        States: PENDING (queued), STARTED, RETRY, SUCCESS (`result` holds the return value). A task that raised
+        comes back as an error (task_failed) with the exception type, message and traceback, as from
+        trigger_celery_task. An id MCS never issued, or whose result expired, is reported as unknown.
         """
         return services.invoker.status(task_id)
 
@@ -277,11 +278,13 @@ def build_server(settings: Settings | None = None, services: Services | None = N
         return TaskLogsResult.model_validate(raw)
 
     add_tool(server, generate_startMain_code, read_only=False, destructive=True, title="Generate a task folder")
-    add_tool(server, deploy_task, read_only=False, destructive=True, idempotent=True, title="Deploy a task")
-    add_tool(server, undeploy_task, read_only=False, destructive=True, idempotent=True, title="Undeploy a task")
+    add_tool(server, deploy_task, read_only=False, destructive=True, idempotent=True, title="Deploy a task", waits=True)
+    add_tool(
+        server, undeploy_task, read_only=False, destructive=True, idempotent=True, title="Undeploy a task", waits=True
+    )
     add_tool(server, list_deployments, read_only=True, idempotent=True, title="List deployments")
     add_tool(server, get_task_logs, read_only=True, idempotent=True, title="A task worker's log")
-    add_tool(server, trigger_celery_task, read_only=False, open_world=True, title="Run a task and wait")
+    add_tool(server, trigger_celery_task, read_only=False, open_world=True, title="Run a task and wait", waits=True)
     add_tool(server, send_celery_task, read_only=False, open_world=True, title="Queue a task")
     add_tool(server, get_celery_result, read_only=True, idempotent=True, title="Get a task's result")
     add_tool(server, get_available_tasks, read_only=True, idempotent=True, title="List tasks")

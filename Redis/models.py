@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mcs.errors import InvalidInput
-from mcs.names import validate_category, validate_description, validate_identifier, validate_name
+from mcs.names import validate_category, validate_description, validate_identifier, validate_name, validate_queue
 
 MAX_PARAMETERS = 64
 MAX_TYPE_CHARS = 200
@@ -74,7 +74,7 @@ class TaskRecord(BaseModel):
     @field_validator("queue")
     @classmethod
     def _queue(cls, value: str) -> str:
-        return validate_name(value, "queue")
+        return validate_queue(value, "queue")
 
     @field_validator("category")
     @classmethod

@@ -62,10 +62,10 @@ class LocalRedisServer:
         lines = [
             "bind 127.0.0.1",
             f"port {self.port}",
-            f"dir {self.data_dir}",
+            f'dir "{_conf_quote(str(self.data_dir))}"',
             "daemonize no",
             "protected-mode yes",
-            f"logfile {self.data_dir / 'server.log'}",
+            f'logfile "{_conf_quote(str(self.data_dir / "server.log"))}"',
         ]
         if self.persist:
             lines += ["appendonly yes", "appendfsync everysec", 'save ""']

@@ -50,7 +50,7 @@ from deploy_mcp.runtime import (
 from deploy_mcp.wheelhouse import prepare_wheelhouse, validate_requirements
 from mcs.codegen_render import worker_command
 from mcs.errors import DeployError, InvalidInput, MCSError, ServiceUnavailable
-from mcs.names import validate_name
+from mcs.names import validate_name, validate_queue
 from mcs.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ class DockerRuntime:
 
     def build(self, spec: BuildSpec, progress: Progress | None = None) -> Artifact:
         tag = image_tag(spec.task_name, spec.version)
-        validate_name(spec.queue, "queue")
+        validate_queue(spec.queue, "queue")
         requirements = validate_requirements(spec.requirements)
         existing = self._get_image(tag)
         if existing is not None and _labels(existing.attrs).get(LABEL_VERSION) == spec.version:
@@ -375,7 +375,7 @@ class DockerRuntime:
         from docker.types import LogConfig
 
         name = container_name(spec.task_name, spec.version, spec.hostname)
-        validate_name(spec.queue, "queue")
+        validate_queue(spec.queue, "queue")
         _validate_run_spec(spec)
         secrets = secret_values(spec.environment)
         labels = {**spec.labels, LABEL_HOSTNAME: spec.hostname, LABEL_ARTIFACT: spec.artifact.ref}

@@ -10,22 +10,20 @@ find and stop it. Processes are stopped by pid (their process group), never by n
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
-import time
 import uuid
 from pathlib import Path
 
 from deploy_mcp.runtime import Artifact, BuildSpec, Progress, RunSpec, WorkerHandle
 from mcs.codegen_render import worker_command
 from mcs.errors import DeployError
+from mcs.processes import is_running, start_time, stop_group
 from mcs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -135,7 +133,7 @@ class ProcessRuntime:
         record = {
             **handle.__dict__,
             "pid": proc.pid,
-            "started": _start_time(proc.pid),
+            "started": start_time(proc.pid),
             "log": str(log_path),
             "labels": spec.labels,
         }
@@ -159,12 +157,8 @@ class ProcessRuntime:
         return "RUNNING" if self._alive(record) else "EXITED"
 
     def _alive(self, record: dict) -> bool:
-        pid = record["pid"]
-        child = self._children.get(pid)
-        if child is not None and child.poll() is not None:
-            return False
         # The same start time means the pid is still our worker, not a reused one (Celery rewrites its cmdline).
-        return _start_time(pid) == record["started"]
+        return is_running(record["pid"], record["started"], self._children.get(record["pid"]))
 
     def logs(self, handle: WorkerHandle, tail_lines: int = 100) -> str:
         record = self._record(handle)
@@ -181,19 +175,7 @@ class ProcessRuntime:
         if record is None:
             return
         pid = record["pid"]
-        if self._alive(record):
-            _signal_group(pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT_S
-            while self._alive(record) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if self._alive(record):
-                _signal_group(pid, signal.SIGKILL)
-        child = self._children.pop(pid, None)
-        if child is not None:
-            try:
-                child.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                log.warning("worker pid %s did not exit after SIGKILL", pid)
+        stop_group(pid, record["started"], STOP_TIMEOUT_S, self._children.pop(pid, None))
         self._record_path(handle).unlink(missing_ok=True)
         Path(record["log"]).unlink(missing_ok=True)
 
@@ -215,28 +197,3 @@ def _venv_purelib(venv: Path) -> Path:
     path = venv / "lib" / version / "site-packages"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks (field 22 of /proc/PID/stat); None when gone or a zombie.
-
-    Without /proc (macOS) it is 0 while the pid exists: liveness only, without the pid-reuse guard."""
-    if not Path("/proc/self/stat").exists():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return 0
-        return 0
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)", which may itself hold spaces
-    return None if fields[0] == "Z" else int(fields[19])
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, sig)  # the worker leads its own session and group (start_new_session)

@@ -33,7 +33,7 @@ from mcs.codegen_render import (
 )
 from mcs.codegen_validate import TaskPlan, check_extra_tasks, check_task
 from mcs.errors import Conflict, InvalidInput
-from mcs.names import validate_name
+from mcs.names import validate_queue
 from mcs.settings import Settings
 
 __all__ = ["GeneratedTask", "check_requirements", "generate_task_folder", "render_dockerfile"]
@@ -84,7 +84,7 @@ def generate_task_folder(
     """
     if not isinstance(overwrite, bool):
         raise InvalidInput("overwrite", overwrite, "true or false")
-    queue = validate_name(queue, "queue")
+    queue = validate_queue(queue, "queue")
     main = check_task("", task_name, description, parameters, function_body, return_type)
     plans = [main, *check_extra_tasks(tasks)]
     _refuse_duplicate_names(plans)

@@ -24,12 +24,13 @@ from typing import Any
 from mcp_app import celery_config, celery_task_name
 from mcs.codegen_validate import TaskPlan
 from mcs.errors import InvalidInput, MCSError
-from mcs.names import validate_name
+from mcs.names import validate_queue
 from mcs.settings import PROJECT_ROOT, Settings
 
 TEMPLATES_DIR = PROJECT_ROOT / "templates"
 BODY_INDENT = "    "
 IMAGE_RULE = "an image reference of ASCII letters, digits and . _ / : @ - (e.g. 'mcs-base:bookworm-py311')"
+WORKER_PYTHON = (3, 11)  # the base image's interpreter (Debian bookworm)
 _IMAGE_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")
 
 
@@ -62,7 +63,7 @@ def render_dockerfile(settings: Settings, queue: str, has_requirements: bool) ->
     With requirements, the build context must hold ``wheelhouse/`` with their wheels: they are installed offline
     (``--no-index``), without pip's cache, and the wheelhouse is removed from the image's file system.
     """
-    validate_name(queue, "queue")
+    validate_queue(queue, "queue")
     image = settings.worker_base_image
     if not isinstance(image, str) or not _IMAGE_REF.fullmatch(image):
         raise InvalidInput("worker_base_image", image, IMAGE_RULE)
@@ -222,7 +223,8 @@ def check_python_files(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                tree = compile(source, path, "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
+                # The worker image runs Python 3.11: newer syntax must fail here, not at the worker's start.
+                tree = ast.parse(source, path, "exec", feature_version=WORKER_PYTHON)
                 compile(tree, path, "exec", dont_inherit=True)  # some errors only show here ('return' outside...)
             except SyntaxError as exc:
                 raise _syntax_error(exc, path, main_file, spans, file_fields) from None

@@ -97,33 +97,42 @@ async def _walkthrough(settings: Settings, keep: bool, say: Say) -> list[tuple[s
         }, progress_callback=progress)  # fmt: skip
         say(f"  version {deployed['version']} on {deployed['runtime']}: worker {deployed['worker_status']} "
             f"(image {deployed['docker_image']}, {time.perf_counter() - started:.1f} s)")  # fmt: skip
-        triggered = await call("trigger_celery_task", {"task_name": TASK, "kwargs": {"a": 10, "b": 20}})
-        say(f"  10 + 20 = {triggered['result']} ({triggered['status']}, {triggered['elapsed_ms']:.1f} ms)")
-        if triggered["result"] != 30:
-            raise DemoFailed(f"expected 30, got {triggered['result']!r}")
-        sent = await call("send_celery_task", {"task_name": TASK, "args": [1, 2]})
-        say(f"  queued as {sent['task_id']} ({sent['status']})")
-        deadline = time.monotonic() + 30
-        while True:
-            status = await call("get_celery_result", {"task_id": sent["task_id"]})
-            if status["ready"] or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.2)
-        say(f"  {status['status']}: 1 + 2 = {status['result']}")
-        listed = await call("get_available_tasks", {})
-        say(f"  {listed['total_count']} task(s): {', '.join(t['name'] for t in listed['tasks'])}")
-        details = await call("get_task_details", {"task_name": TASK})
-        task = details["task"]
-        say(f"  {task['name']}: {task['description']} | category {task['category']}, queue {task['queue']}, "
-            f"returns {task['return_type']}, deployed {task['deployment']['deployed_at']}")  # fmt: skip
-        if keep:
-            say(f"\n(kept: {TASK} stays deployed; `make up` serves it to Claude Desktop, undeploy_task removes it)")
-        else:
-            removed = await call("undeploy_task", {"task_name": TASK})
-            say("  removed " + ", ".join(removed["removed"]))
-            shutil.rmtree(generated["folder"], ignore_errors=True)
+        try:
+            await _use(call, say)
+        finally:
+            if keep:
+                say(f"\n(kept: {TASK} stays deployed; `make up` serves it to Claude Desktop, undeploy_task removes it)")
+            else:  # also after a failed step: the task's worker must not outlive the demo
+                removed = await call("undeploy_task", {"task_name": TASK})
+                say("  removed " + ", ".join(removed["removed"]))
+                shutil.rmtree(generated["folder"], ignore_errors=True)
     say("\nDemo complete: generate -> deploy -> test -> register -> call, all through MCP.")
     return steps
+
+
+async def _use(call, say: Say) -> None:
+    """Test the deployed task and discover it, as any agent would."""
+    triggered = await call("trigger_celery_task", {"task_name": TASK, "kwargs": {"a": 10, "b": 20}})
+    say(f"  10 + 20 = {triggered['result']} ({triggered['status']}, {triggered['elapsed_ms']:.1f} ms)")
+    if triggered["result"] != 30:
+        raise DemoFailed(f"expected 30, got {triggered['result']!r}")
+    sent = await call("send_celery_task", {"task_name": TASK, "args": [1, 2]})
+    say(f"  queued as {sent['task_id']} ({sent['status']})")
+    deadline = time.monotonic() + 30
+    while True:
+        status = await call("get_celery_result", {"task_id": sent["task_id"]})
+        if status["ready"] or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    say(f"  {status['status']}: 1 + 2 = {status['result']}")
+    if status["status"] != "SUCCESS" or status["result"] != 3:
+        raise DemoFailed(f"expected SUCCESS with 3, got {status['status']} with {status['result']!r}")
+    listed = await call("get_available_tasks", {})
+    say(f"  {listed['total_count']} task(s): {', '.join(t['name'] for t in listed['tasks'])}")
+    details = await call("get_task_details", {"task_name": TASK})
+    task = details["task"]
+    say(f"  {task['name']}: {task['description']} | category {task['category']}, queue {task['queue']}, "
+        f"returns {task['return_type']}, deployed {task['deployment']['deployed_at']}")  # fmt: skip
 
 
 def _short(args: dict[str, Any], limit: int = 110) -> str:

@@ -15,7 +15,7 @@ from deploy_mcp import protocol
 from deploy_mcp.bundle import read_folder
 from deploy_mcp.signing import deploy_secret, sign
 from mcs.errors import DeployError, MCSError, ServiceUnavailable, TaskTimeout
-from mcs.names import validate_name
+from mcs.names import validate_name, validate_queue
 from mcs.settings import Settings
 from Redis.connection import redis_errors
 from Redis.registry import TaskRegistry
@@ -47,7 +47,7 @@ class DeployClient:
         on_progress: OnProgress | None = None,
     ) -> dict[str, Any]:
         validate_name(task_name, "task_name")
-        validate_name(queue, "queue")
+        validate_queue(queue, "queue")
         folder = code_folder_path or str(self.settings.generated_tasks_dir / f"{task_name}_{queue}")
         files = read_folder(self.settings, folder)
         payload = {

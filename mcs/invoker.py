@@ -16,7 +16,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from mcs.errors import InvalidInput, MCSError, NotFound, ServiceUnavailable, TaskFailed, TaskTimeout
-from mcs.names import validate_name
+from mcs.names import validate_name, validate_queue
 from mcs.payload import check_call_arguments
 from mcs.results import TaskCallResult, TaskSentResult, TaskStatusResult
 from mcs.settings import Settings
@@ -73,7 +73,7 @@ class TaskInvoker:
         """The registered record for ``task_name``; ``queue``, when given, must be the registered one."""
         validate_name(task_name, "task_name")
         if queue is not None:
-            validate_name(queue, "queue")
+            validate_queue(queue, "queue")
         record = self.registry.find(task_name)
         if record is None:
             suggestions = self.registry.similar(task_name)
@@ -121,7 +121,7 @@ class TaskInvoker:
         elapsed_ms = (time.perf_counter() - started) * 1000
         state = result.state
         if state != "SUCCESS":
-            raise self._failure(result, record, state, value)
+            raise self._failure(result, record.name, record.queue, state, value)
         return TaskCallResult(
             task_id=result.id,
             task_name=record.name,
@@ -176,16 +176,11 @@ class TaskInvoker:
             value = result.result
             return TaskStatusResult(**base, ready=True, result=value, message=f"task succeeded: {_preview(value)}")
         if state in ("FAILURE", "REVOKED"):
-            exc = result.result
-            return TaskStatusResult(
-                **base,
-                ready=True,
-                success=False,
-                error=f"{type(exc).__name__}: {exc}",
-                exception_type=type(exc).__name__,
-                traceback=_bounded(result.traceback),
-                message=f"task failed with {type(exc).__name__}: {exc}",
-            )
+            # The same answer as trigger_celery_task gives for a task that raised: an isError result.
+            raise self._failure(result, issued["task_name"], issued["queue"], state, result.result)
+        # Still queued or running: keep remembering the id, however long the queue is.
+        with redis_errors(self.settings):
+            self.registry.client.expire(self.registry.keys.issued(task_id), self.settings.result_expires_s)
         waiting = "waiting in the queue (is a worker serving it?)" if state == "PENDING" else "in progress"
         return TaskStatusResult(**base, ready=False, message=f"task state {state}: {waiting}")
 
@@ -195,13 +190,13 @@ class TaskInvoker:
         except Exception as exc:
             raise self._celery_error(exc) from None
 
-    def _failure(self, result: AsyncResult, record: TaskRecord, state: str, value: Any) -> MCSError:
+    def _failure(self, result: AsyncResult, task_name: str, queue: str, state: str, value: Any) -> MCSError:
         exc_type = type(value).__name__ if isinstance(value, BaseException) else state
         return TaskFailed(
-            f"task {record.name} failed with {exc_type}: {value}",
+            f"task {task_name} failed with {exc_type}: {value}",
             task_id=result.id,
-            task_name=record.name,
-            queue=record.queue,
+            task_name=task_name,
+            queue=queue,
             status=state,
             exception_type=exc_type,
             exception_message=str(value),

@@ -42,6 +42,18 @@ def validate_name(value: Any, field: str = "task_name") -> str:
     return value
 
 
+# Keys kombu's Redis transport keeps in the broker DB: a queue of that name would corrupt them.
+KOMBU_RESERVED_QUEUES = frozenset({"unacked", "unacked_index", "unacked_mutex"})
+
+
+def validate_queue(value: Any, field: str = "queue") -> str:
+    """A task queue: a name by NAME_RULE, and not one of kombu's own broker keys."""
+    validate_name(value, field)
+    if value in KOMBU_RESERVED_QUEUES:
+        raise InvalidInput(field, value, "reserved by the broker (kombu keeps its bookkeeping under this name)")
+    return value
+
+
 def validate_category(value: Any, field: str = "category") -> str:
     _require_str(field, value, CATEGORY_RULE)
     if not _CATEGORY.fullmatch(value):

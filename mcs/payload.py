@@ -36,7 +36,8 @@ def check_call_arguments(
     if size > max_bytes:
         rule = f"arguments must be at most {max_bytes} bytes as JSON (MCS_MAX_PAYLOAD_BYTES)"
         raise InvalidInput("args/kwargs", f"<{size} bytes>", rule)
-    declared = [p.name for p in record.parameters]
+    # The generated function puts required parameters first (a Python signature must): positions follow that order.
+    declared = [p.name for p in sorted(record.parameters, key=lambda p: not p.required)]
     if len(args) > len(declared):
         rule = f"task {record.name!r} takes at most {len(declared)} positional argument(s): {declared}"
         raise InvalidInput("args", f"<{len(args)} values>", rule)

@@ -41,17 +41,15 @@ class TaskSentResult(ToolResult):
 
 
 class TaskStatusResult(ToolResult):
-    """The state of a task id MCS issued."""
+    """The state of a task id MCS issued (a task that failed comes back as an error result, task_failed)."""
 
     task_id: str
     task_name: str | None = None
     queue: str | None = None
-    status: str = Field(description="PENDING, STARTED, RETRY, SUCCESS or FAILURE")
+    status: str = Field(description="PENDING, STARTED, RETRY or SUCCESS")
     ready: bool
     result: Any = None
     error: str | None = None
-    exception_type: str | None = None
-    traceback: str | None = None
 
 
 class TaskListResult(ToolResult):

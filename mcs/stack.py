@@ -9,11 +9,9 @@ stdout.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -23,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from pydantic import SecretStr
 
 from mcs.errors import MCSError, ServiceUnavailable
+from mcs.processes import is_running, start_time, stop_group
 from mcs.settings import PROJECT_ROOT, Settings, load_settings
 from Redis.server import LocalRedisServer
 
@@ -35,29 +35,22 @@ SERVER_SCRIPT = PROJECT_ROOT / "mcp_server.py"
 
 
 def child_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment that gives a child process (MCP server, deploy worker) these very settings."""
-    env = {
-        "REDIS_HOST": settings.redis_host,
-        "REDIS_PORT": str(settings.redis_port),
-        "REDIS_BROKER_DB": str(settings.redis_broker_db),
-        "REDIS_BACKEND_DB": str(settings.redis_backend_db),
-        "MCS_METADATA_DB": str(settings.metadata_db),
-        "MCS_METADATA_PREFIX": settings.metadata_prefix,
-        "MCS_GENERATED_TASKS_DIR": str(settings.generated_tasks_dir),
-        "MCS_DEPLOYMENTS_DIR": str(settings.deployments_dir),
-        "MCS_DEPLOY_SECRET_FILE": str(settings.deploy_secret_file),
-        "MCS_STATE_DIR": str(settings.state_dir),
-        "MCS_WORKER_RUNTIME": settings.worker_runtime,
-        "MCS_LOG_LEVEL": settings.log_level,
-        "MCS_ENV_FILE": os.devnull,  # everything the child needs is here; no second source to disagree with
-        "MCS_REDIS_CONFIG_FILE": os.devnull + ".absent",
-    }
-    if settings.redis_password is not None:
-        env["REDIS_PASSWORD"] = settings.redis_password.get_secret_value()
-    if settings.deploy_secret is not None:
-        env["MCS_DEPLOY_SECRET"] = settings.deploy_secret.get_secret_value()
-    if settings.worker_labels:
-        env["MCS_WORKER_LABELS"] = json.dumps(settings.worker_labels)
+    """The environment that gives a child process (MCP server, deploy worker) these very settings: every field,
+    under its environment variable, so the child sees what its parent sees whatever source each value came from."""
+    env = {"MCS_ENV_FILE": os.devnull, "MCS_REDIS_CONFIG_FILE": os.devnull + ".absent"}  # no second source
+    for name, info in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        variable = next(a for a in info.validation_alias.choices if a.isupper())
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, list | dict):
+            env[variable] = json.dumps(value, default=str)
+        elif isinstance(value, bool):
+            env[variable] = "true" if value else "false"
+        else:
+            env[variable] = str(value)
     env.update(extra)
     return env
 
@@ -166,35 +159,11 @@ class Stack:
 
     def stop(self) -> None:
         if self.deploy_worker is not None:
-            stop_pid(self.deploy_worker.pid, child=self.deploy_worker)
+            stop_group(self.deploy_worker.pid, child=self.deploy_worker)
             self.deploy_worker = None
         if self.redis_server is not None:
             self.redis_server.stop()
             self.redis_server = None
-
-
-def stop_pid(pid: int, timeout_s: float = 30.0, child: subprocess.Popen | None = None) -> bool:
-    """SIGTERM the process group led by ``pid`` (we started it with a new session), SIGKILL after a deadline.
-
-    ``child`` is the Popen when the process is our own child: it is reaped (a zombie would look alive)."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if child is not None and child.poll() is not None:
-            return True
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    if child is not None:
-        child.wait(5)
-    return True
 
 
 def claude_desktop_config(settings: Settings) -> dict[str, Any]:
@@ -212,21 +181,31 @@ def up(settings: Settings) -> int:
     stack = Stack(settings)
     state_file = run_dir(settings) / "stack.json"
     if state_file.exists():
-        stack.say("MCS is already up (make down first); its Claude Desktop block:")
-        print(json.dumps(json.loads(state_file.read_text())["claude"], indent=2))
-        return 0
+        state = json.loads(state_file.read_text())
+        worker = state["deploy_worker"]
+        if is_running(worker["pid"], worker["started"]):
+            stack.say("MCS is already up (make down first); its Claude Desktop block:")
+            print(json.dumps(state["claude"], indent=2))
+            return 0
+        stack.say(f"found a stale {state_file} (its deploy worker is gone): starting afresh")
+        down(settings)
     run_dir(settings).mkdir(parents=True, exist_ok=True)
-    stack.start_redis()
-    stack.say(f"[1/3] {stack.redis_note}")
-    stack.choose_runtime()
-    stack.say(f"[2/3] worker runtime: {stack.runtime_note}")
-    log_path = run_dir(settings) / "deploy_worker.log"
-    pid = stack.start_deploy_worker(log_path)
+    try:
+        stack.start_redis()
+        stack.say(f"[1/3] {stack.redis_note}")
+        stack.choose_runtime()
+        stack.say(f"[2/3] worker runtime: {stack.runtime_note}")
+        log_path = run_dir(settings) / "deploy_worker.log"
+        pid = stack.start_deploy_worker(log_path)
+    except BaseException:
+        stack.stop()  # nothing half-started is left behind
+        raise
     stack.say(f"[3/3] deploy worker started (pid {pid}, log {log_path})")
     config = claude_desktop_config(stack.settings)
+    redis_pid = stack.redis_server.pid if stack.redis_server else None
     state = {
-        "deploy_worker_pid": pid,
-        "redis_pid": stack.redis_server.pid if stack.redis_server else None,
+        "deploy_worker": {"pid": pid, "started": start_time(pid)},
+        "redis": {"pid": redis_pid, "started": start_time(redis_pid)} if redis_pid else None,
         "claude": config,
     }
     state_file.write_text(json.dumps(state, indent=2))
@@ -236,17 +215,17 @@ def up(settings: Settings) -> int:
 
 
 def down(settings: Settings) -> int:
+    """Stop exactly the processes `up` recorded (pid and start time), then forget them."""
     path = run_dir(settings) / "stack.json"
     if not path.exists():
         print(f"MCS is not up (no {path})", file=sys.stderr)
         return 0
     state = json.loads(path.read_text())
-    for name in ("deploy_worker_pid", "redis_pid"):
-        pid = state.get(name)
-        if pid:
-            stopped = stop_pid(pid)
-            print(f"{name.removesuffix('_pid')}: {'stopped' if stopped else 'was not running'} (pid {pid})",
-                  file=sys.stderr)  # fmt: skip
+    for name in ("deploy_worker", "redis"):
+        proc = state.get(name)
+        if proc:
+            stopped = stop_group(proc["pid"], proc["started"])
+            print(f"{name}: {'stopped' if stopped else 'was not running'} (pid {proc['pid']})", file=sys.stderr)
     path.unlink()
     return 0
 

@@ -16,13 +16,18 @@ import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from mcs.errors import MCSError
+from mcs.errors import InvalidInput, MCSError
 
 log = logging.getLogger(__name__)
+
+WAITING_THREADS = 64  # threads for tools that wait (trigger, deploy); the SDK's default pool stays for the rest
 
 
 def success_result(model: BaseModel) -> CallToolResult:
@@ -39,6 +44,24 @@ def _text(data: dict[str, Any]) -> TextContent:
     return TextContent(type="text", text=json.dumps(data, ensure_ascii=False, default=str))
 
 
+class MCSServer(MCPServer):
+    """MCPServer whose argument-validation failures come back like every other MCS error: a structured result
+    with success false, error "invalid_input", the field, the value and what is accepted (the SDK's own answer is
+    plain text). Unknown tools stay protocol-level errors."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError) and not isinstance(exc, UnexpectedToolError):
+                first = cause.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "arguments"
+                log.info("tool %s: invalid_input (%s)", name, where)
+                return error_result(InvalidInput(where, first.get("input"), first["msg"]))
+            raise
+
+
 def add_tool(
     server: MCPServer,
     fn: Callable[..., Any],
@@ -48,8 +71,12 @@ def add_tool(
     idempotent: bool = False,
     open_world: bool = False,
     title: str | None = None,
+    waits: bool = False,
 ) -> None:
-    """Register ``fn`` (sync or async, returning a pydantic model) as a tool named after it; one call per tool."""
+    """Register ``fn`` (sync or async, returning a pydantic model) as a tool named after it; one call per tool.
+
+    ``waits``: a sync tool that may block for long (a trigger, a deploy) runs in threads of its own limiter
+    (``WAITING_THREADS``), so a burst of long waits cannot take every thread the quick tools need."""
     name = fn.__name__
     signature = inspect.signature(fn, eval_str=True)
     model = signature.return_annotation
@@ -61,7 +88,20 @@ def add_tool(
         log.exception("tool %s raised unexpectedly", name)
         return error_result(MCSError(f"{name} failed unexpectedly: {type(exc).__name__}: {exc}"))
 
-    if inspect.iscoroutinefunction(fn):
+    if waits and not inspect.iscoroutinefunction(fn):
+        limiter: dict[str, anyio.CapacityLimiter] = {}
+
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> CallToolResult:
+            if not limiter:  # made on first use: a limiter belongs to the running event loop
+                limiter["it"] = anyio.CapacityLimiter(WAITING_THREADS)
+            try:
+                call = functools.partial(fn, *args, **kwargs)
+                return success_result(await anyio.to_thread.run_sync(call, limiter=limiter["it"]))
+            except Exception as exc:
+                return handle(exc)
+
+    elif inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
         async def wrapper(*args: Any, **kwargs: Any) -> CallToolResult:

@@ -254,3 +254,40 @@ def test_server_starts_quickly(settings: Settings) -> None:
     ours = min(spawn_and_initialize([str(SERVER_SCRIPT)]) for _ in range(3))
     floor = min(spawn_and_initialize(["-c", bare]) for _ in range(3))
     assert ours < 1.5 * floor, f"MCS {ours:.3f} s vs bare SDK {floor:.3f} s"
+
+
+def test_get_result_of_a_failed_task_is_the_same_error_as_trigger(settings: Settings, registry: TaskRegistry) -> None:
+    async def script(client):
+        sent = data(await client.call_tool("send_celery_task", {"task_name": "test_fail", "args": ["late boom"]}))
+        deadline = time.monotonic() + 20
+        while True:
+            result = await client.call_tool("get_celery_result", {"task_id": sent["task_id"]})
+            if result.is_error or data(result)["ready"] or time.monotonic() > deadline:
+                return result
+            await asyncio.sleep(0.05)
+
+    result = session(settings, script)
+    body = data(result)
+    assert result.is_error and body["error"] == "task_failed" and body["exception_type"] == "ValueError"
+    assert body["exception_message"] == "late boom" and "raise ValueError" in body["traceback"]
+
+
+def test_many_waiting_triggers_do_not_starve_quick_tools(settings: Settings) -> None:
+    TaskRegistry(settings).register(name="nobody_serves", queue="queue_without_worker")
+
+    async def script(client):
+        waits = [
+            asyncio.ensure_future(
+                client.call_tool("trigger_celery_task", {"task_name": "nobody_serves", "timeout_s": 4})
+            )
+            for _ in range(48)  # more than the SDK's 40 default threads
+        ]
+        await asyncio.sleep(0.5)
+        quick = await client.call_tool("get_task_categories", {})
+        answered_while_all_wait = not any(w.done() for w in waits)
+        timed_out = await asyncio.gather(*waits)
+        return quick, answered_while_all_wait, timed_out
+
+    quick, answered_while_all_wait, timed_out = session(settings, script)
+    assert not quick.is_error and answered_while_all_wait
+    assert all(data(r)["error"] == "timeout" for r in timed_out)

@@ -197,10 +197,17 @@ def test_nan_and_infinity_are_refused(services: Services) -> None:
             services.invoker.send("simple_add", kwargs={"a": [1, {"x": bad}], "b": 1})
 
 
-def test_wrong_argument_types_are_tool_errors(services: Services) -> None:
-    result = call(services, "trigger_celery_task", {"task_name": "x", "args": "not a list"})
-    assert result.is_error
-    assert "args" in result.content[0].text
+@pytest.mark.parametrize(
+    ("tool", "arguments", "field"),
+    [
+        ("trigger_celery_task", {"task_name": "x", "args": "not a list"}, "args"),
+        ("register_task_info", {"task_name": "x"}, "description"),
+        ("get_available_tasks", {"limit": 0}, "limit"),
+    ],
+)
+def test_argument_validation_errors_are_structured(services: Services, tool: str, arguments: dict, field: str) -> None:
+    body = assert_error(call(services, tool, arguments), "invalid_input")
+    assert body["field"] == field and body["rule"]
 
 
 def test_deploy_queue_cannot_be_registered(services: Services) -> None:
@@ -244,3 +251,15 @@ def test_bad_registration_names_the_rule(services: Services) -> None:
         },
     )
     assert_error(result, "invalid_input", "task_name", "lowercase")
+
+
+def test_positions_follow_the_generated_signature_required_first(services: Services) -> None:
+    from mcs.payload import check_call_arguments
+
+    services.registry.register(
+        name="mul", parameters=[{"name": "scale", "required": False, "default": 2}, {"name": "x"}], queue="q1"
+    )
+    record = services.registry.get("mul")
+    assert check_call_arguments(record, [5], None, 1000) == ([5], {})  # def mul(x, scale=2): x=5
+    with pytest.raises(InvalidInput, match="at most 2 positional"):
+        check_call_arguments(record, [1, 2, 3], None, 1000)

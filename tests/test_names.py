@@ -96,3 +96,12 @@ def test_description_is_bounded() -> None:
     assert validate_description("两数相加") == "两数相加"
     with pytest.raises(InvalidInput, match="at most 2000"):
         validate_description("x" * 2001)
+
+
+@pytest.mark.parametrize("value", ["unacked", "unacked_index", "unacked_mutex"])
+def test_kombu_bookkeeping_names_are_not_queues(value: str) -> None:
+    from mcs.names import validate_queue
+
+    assert validate_name(value) == value  # a fine task name
+    with pytest.raises(InvalidInput, match="reserved by the broker"):
+        validate_queue(value)

@@ -91,3 +91,14 @@ def test_registry_made_while_redis_is_down_works_later(tmp_path: Path) -> None:
         assert registry.find("x") is None
     finally:
         server.stop()
+
+
+@pytest.mark.integration
+def test_local_server_in_a_folder_with_spaces_and_quotes(tmp_path: Path) -> None:
+    server = LocalRedisServer(tmp_path / 'My Projects "mcs"' / "redis").start()
+    try:
+        registry = TaskRegistry(make_settings(tmp_path, redis_port=server.port))
+        registry.register(name="spaced")
+        assert registry.names() == ["spaced"]
+    finally:
+        server.stop()

@@ -22,14 +22,13 @@ def test_child_env_carries_the_settings(tmp_path: Path, monkeypatch: pytest.Monk
     password = "pw/@:x"  # pragma: allowlist secret
     original = make_settings(
         tmp_path, redis_port=7777, redis_password=password, metadata_db=5, worker_labels={"a": "b"},
-        worker_runtime="process",
+        worker_runtime="process", deploy_roots=[tmp_path / "a", tmp_path / "b"], allow_custom_dockerfile=True,
+        worker_network="none", deploy_queue="deploy2", deploy_secret="s" * 40,
     )  # fmt: skip
     for name, value in child_env(original).items():
         monkeypatch.setenv(name, value)
     rebuilt = Settings()
-    fields = ("redis_port", "redis_password", "metadata_db", "metadata_prefix", "worker_labels", "worker_runtime",
-              "generated_tasks_dir", "deployments_dir", "deploy_secret_file", "state_dir")  # fmt: skip
-    for field in fields:
+    for field in Settings.model_fields:  # every setting, whichever source it came from
         assert getattr(rebuilt, field) == getattr(original, field), field
 
 
@@ -80,7 +79,7 @@ def test_up_prints_the_claude_block_and_down_stops_what_up_started(settings: Set
         assert block["command"] == sys.executable and block["args"] == [str(PROJECT_ROOT / "mcp_server.py")]
         assert block["env"]["REDIS_PORT"] == str(settings.redis_port) and "REDIS_PASSWORD" not in block["env"]
         assert registry.client.exists(registry.keys.deploy_worker_alive())
-        os.kill(state["deploy_worker_pid"], 0)  # running
+        os.kill(state["deploy_worker"]["pid"], 0)  # running
         again = stack_command(settings, "up")  # a second up changes nothing
         assert again.returncode == 0 and json.loads(again.stdout) == json.loads(up.stdout)
     finally:
@@ -90,9 +89,29 @@ def test_up_prints_the_claude_block_and_down_stops_what_up_started(settings: Set
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            os.kill(state["deploy_worker_pid"], 0)
+            os.kill(state["deploy_worker"]["pid"], 0)
         except ProcessLookupError:
             break
         time.sleep(0.05)
     else:
         pytest.fail("the deploy worker still runs after make down")
+
+
+@pytest.mark.integration
+def test_a_stale_state_file_is_neither_trusted_nor_used_to_kill(settings: Settings) -> None:
+    settings = settings.model_copy(update={"worker_runtime": "process"})
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    run = settings.state_dir / "run"
+    run.mkdir(parents=True)
+    stale = {"deploy_worker": {"pid": gone.pid, "started": 1}, "redis": None, "claude": {"mcpServers": {}}}
+    (run / "stack.json").write_text(json.dumps(stale))
+    up = stack_command(settings, "up")
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "stale" in up.stderr and json.loads(up.stdout)["mcpServers"]["mcs"]
+        state = json.loads((run / "stack.json").read_text())
+        assert state["deploy_worker"]["pid"] != gone.pid
+    finally:
+        down = stack_command(settings, "down")
+    assert down.returncode == 0 and "deploy_worker: stopped" in down.stderr
