@@ -319,7 +319,6 @@ def test_build_start_call_inspect_reuse_remove(
     spec = make_task(tmp_path, settings)
     tag = image_tag(spec.task_name, spec.version)
     tracker.images.append(tag)
-    tracker.containers.append(container_name(spec.task_name, spec.version, spec.hostname))
     before = _folder_listing(spec.folder)
     steps: list[str] = []
 
@@ -338,11 +337,12 @@ def test_build_start_call_inspect_reuse_remove(
     run_spec = make_run_spec(spec, artifact, settings)
     started = time.monotonic()
     handle = runtime.start(run_spec)
+    tracker.containers.append(handle.id)
     wait_for_ping(settings, runtime, handle)
     first_ping_s = time.monotonic() - started
     logger.info("container start to first ping answer: %.2f s", first_ping_s)
     assert handle.runtime == "docker"
-    assert handle.name == container_name(spec.task_name, spec.version, spec.hostname)
+    assert handle.name == container_name(spec.task_name, spec.version, run_spec.hostname)
     assert (handle.task_name, handle.queue, handle.version) == (TASK, QUEUE, spec.version)
     assert handle.hostname == run_spec.hostname
     assert handle.artifact_ref == tag
@@ -356,8 +356,10 @@ def test_build_start_call_inspect_reuse_remove(
     finally:
         app.close()
 
-    # Starting the same version again returns the running worker, not a second container.
-    assert runtime.start(run_spec).id == handle.id
+    # The same start again is refused: the running worker is never removed to make room.
+    with pytest.raises(DeployError, match="exists already"):
+        runtime.start(run_spec)
+    assert runtime.state(handle) == RUNNING
     assert [w.id for w in runtime.workers(TASK)] == [handle.id]
     assert handle.id in [w.id for w in runtime.workers()]
 
@@ -548,9 +550,9 @@ def test_crash_looping_worker_is_never_reported_running(
 ) -> None:
     spec = make_task(tmp_path, settings, app_text=CRASHING_APP)
     tracker.images.append(image_tag(spec.task_name, spec.version))
-    tracker.containers.append(container_name(spec.task_name, spec.version, spec.hostname))
     artifact = runtime.build(spec)
     handle = runtime.start(make_run_spec(spec, artifact, settings))
+    tracker.containers.append(handle.id)
 
     seen: list[str] = []
     deadline = time.monotonic() + 90
@@ -601,11 +603,11 @@ def test_password_is_used_but_never_shown(
     runtime = DockerRuntime(settings, client=docker_client, wheel_cache_dir=wheel_cache)
     spec = make_task(tmp_path, settings)
     tracker.images.append(image_tag(spec.task_name, spec.version))
-    tracker.containers.append(container_name(spec.task_name, spec.version, spec.hostname))
     artifact = runtime.build(spec)
     run_spec = make_run_spec(spec, artifact, settings)
     assert run_spec.environment["REDIS_PASSWORD"] == password
     handle = runtime.start(run_spec)
+    tracker.containers.append(handle.id)
     wait_for_ping(settings, runtime, handle)
     app = create_celery_app(settings)
     try:
