@@ -6,9 +6,9 @@ Starts a private Redis and the deploy worker (its start script), talks to mcp_se
 For each round, with fresh file contents so that no build cache helps either side:
 - baseline: `docker build` + `docker run` (Docker CLI) of the same folder with the same Dockerfile, plus the time
   until the worker answers a Celery ping;
-- MCS cold deploy: deploy_task of a new version (build, hardened run, health check, registry, blue-green);
+- MCS cold deploy: deploy_task of a task not deployed yet (build, hardened run, health check, registry);
 - MCS unchanged redeploy: deploy_task of the same files again;
-- MCS changed redeploy: deploy_task after a one-line change.
+- MCS changed redeploy: deploy_task after a one-line change (blue-green: includes the old worker's warm shutdown).
 Prints medians, per-step timings of the cold deploy, and the ratios; targets: cold <= 1.3 x baseline,
 unchanged redeploy <= 0.2 s.
 """
@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from deploy_mcp.base_image import ensure_base_image
 from mcp_app import create_celery_app
 from mcs.codegen import generate_task_folder, render_dockerfile
+from mcs.codegen_render import worker_command
 from mcs.settings import Settings
 from mcs.stack import Stack
 from Redis.server import LocalRedisServer
@@ -58,9 +59,10 @@ def baseline(settings: Settings, folder: Path, app) -> float:
     try:
         subprocess.run(["docker", "build", "-q", "--network", "none", "--label", "mcs.bench=1", "-t", tag,
                         str(folder)], check=True, capture_output=True)  # fmt: skip
+        command = worker_command(QUEUE, hostname)  # the same worker command line MCS runs
+        command[command.index("-Q") + 1] = f"{QUEUE}_baseline"
         subprocess.run(["docker", "run", "-d", "--name", name, "--network", "host", "--label", "mcs.bench=1",
-                        "-e", f"REDIS_PORT={settings.redis_port}", tag, "celery", "-A", f"app_{QUEUE}", "worker",
-                        "-Q", f"{QUEUE}_baseline", "--hostname", hostname, "--pool", "prefork", "--concurrency", "1"],
+                        "-e", f"REDIS_PORT={settings.redis_port}", tag, *command],
                        check=True, capture_output=True)  # fmt: skip
         while not app.control.ping(destination=[hostname], timeout=0.2):
             pass
@@ -93,7 +95,8 @@ async def mcs_deploys(settings: Settings, rounds: int, app) -> dict[str, list]:
             changed = (await client.call_tool("deploy_task", deploy_args)).structured_content
             out["changed"].append(time.perf_counter() - start)
             assert changed["success"] and not changed["reused"], changed
-        await client.call_tool("undeploy_task", {"task_name": TASK})
+            # The next round's cold deploy starts from nothing, like the baseline: no previous worker to retire.
+            await client.call_tool("undeploy_task", {"task_name": TASK})
     return out
 
 
@@ -120,7 +123,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in results.items() if k != "steps"}
     print(f"{'measurement (median of ' + str(rounds) + ')':48} {'seconds':>9}")
     print(f"{'baseline: docker build + docker run + first answer':48} {med['baseline']:9.3f}")
-    print(f"{'MCS cold deploy (deploy_task, new version)':48} {med['cold']:9.3f}")
+    print(f"{'MCS cold deploy (deploy_task, first version)':48} {med['cold']:9.3f}")
     print(f"{'MCS unchanged redeploy':48} {med['unchanged']:9.3f}")
     print(f"{'MCS changed redeploy (blue-green)':48} {med['changed']:9.3f}")
     ratio = med["cold"] / med["baseline"]
