@@ -87,7 +87,9 @@ class DeployClient:
             try:
                 value = result.get(timeout=min(0.5, remaining), propagate=False)
             except Exception as exc:
-                if type(exc).__name__ != "TimeoutError":
+                from celery.exceptions import TimeoutError as ResultTimeout
+
+                if not isinstance(exc, ResultTimeout):
                     raise ServiceUnavailable(
                         f"lost the result backend: {type(exc).__name__}", service="redis"
                     ) from None

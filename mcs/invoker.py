@@ -108,7 +108,9 @@ class TaskInvoker:
         try:
             value = result.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
         except Exception as exc:
-            if type(exc).__name__ == "TimeoutError":
+            from celery.exceptions import TimeoutError as ResultTimeout
+
+            if isinstance(exc, ResultTimeout):
                 raise TaskTimeout(
                     f"task {record.name} did not finish within {timeout:g} s; it may still run: "
                     f"follow up with get_celery_result(task_id={result.id!r})",
