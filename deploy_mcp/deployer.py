@@ -171,20 +171,13 @@ class Deployer:
         return draft
 
     def _lock(self, task: str):
-        return redis_lock(
-            self.registry.client,
-            self.registry.keys.deploy_lock(task),
-            self.settings.deploy_lock_ttl_s,
-            what=f"a deploy of task {task!r}",
-        )
+        return self._hold(self.registry.keys.deploy_lock(task), f"a deploy of task {task!r}")
 
     def _queue_lock(self, queue: str):
-        return redis_lock(
-            self.registry.client,
-            self.registry.keys.queue_lock(queue),
-            self.settings.deploy_lock_ttl_s,
-            what=f"a deploy on queue {queue!r}",
-        )
+        return self._hold(self.registry.keys.queue_lock(queue), f"a deploy on queue {queue!r}")
+
+    def _hold(self, key: str, what: str):
+        return redis_lock(self.registry.client, key, self.settings.deploy_lock_ttl_s, what=what)
 
     def _check_queue_owner(self, task: str, queue: str) -> None:
         """A queue belongs to one deployed worker: a second task's worker on it would take the first one's calls

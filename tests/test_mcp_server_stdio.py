@@ -47,6 +47,16 @@ def registry(settings: Settings, worker) -> TaskRegistry:
     return registry
 
 
+async def wait_ready(client, task_id: str, deadline_s: float = 20.0):
+    """Poll get_celery_result until the task is ready (or failed), with a deadline."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        result = await client.call_tool("get_celery_result", {"task_id": task_id})
+        if result.is_error or data(result)["ready"] or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(0.05)
+
+
 def session(settings: Settings, script, **env: str) -> Any:
     async def run():
         async with stdio_client(settings, **env) as client:
@@ -70,12 +80,7 @@ def test_trigger_returns_the_value_as_json(settings: Settings, registry: TaskReg
 def test_send_then_get_result(settings: Settings, registry: TaskRegistry) -> None:
     async def script(client):
         sent = data(await client.call_tool("send_celery_task", {"task_name": "test_echo", "args": [{"k": [1, 2]}]}))
-        deadline = time.monotonic() + 20
-        while True:
-            got = data(await client.call_tool("get_celery_result", {"task_id": sent["task_id"]}))
-            if got["ready"] or time.monotonic() > deadline:
-                return sent, got
-            await asyncio.sleep(0.05)
+        return sent, data(await wait_ready(client, sent["task_id"]))
 
     sent, got = session(settings, script)
     assert sent["status"] == "SENT" and sent["queue"] == QUEUE
@@ -101,12 +106,7 @@ def test_timeout_carries_the_task_id_and_the_result_arrives_later(settings: Sett
                 "trigger_celery_task", {"task_name": "test_slow", "kwargs": {"seconds": 1.0}, "timeout_s": 0.2}
             )
         )
-        deadline = time.monotonic() + 20
-        while True:
-            got = data(await client.call_tool("get_celery_result", {"task_id": timed_out["task_id"]}))
-            if got["ready"] or time.monotonic() > deadline:
-                return timed_out, got
-            await asyncio.sleep(0.1)
+        return timed_out, data(await wait_ready(client, timed_out["task_id"]))
 
     timed_out, got = session(settings, script)
     assert timed_out["error"] == "timeout" and "get_celery_result" in timed_out["message"]
@@ -259,12 +259,7 @@ def test_server_starts_quickly(settings: Settings) -> None:
 def test_get_result_of_a_failed_task_is_the_same_error_as_trigger(settings: Settings, registry: TaskRegistry) -> None:
     async def script(client):
         sent = data(await client.call_tool("send_celery_task", {"task_name": "test_fail", "args": ["late boom"]}))
-        deadline = time.monotonic() + 20
-        while True:
-            result = await client.call_tool("get_celery_result", {"task_id": sent["task_id"]})
-            if result.is_error or data(result)["ready"] or time.monotonic() > deadline:
-                return result
-            await asyncio.sleep(0.05)
+        return await wait_ready(client, sent["task_id"])
 
     result = session(settings, script)
     body = data(result)
