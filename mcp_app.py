@@ -8,11 +8,12 @@ same values into their ``app_{queue}.py``.
 from __future__ import annotations
 
 import functools
-from typing import Any
-
-from celery import Celery
+from typing import TYPE_CHECKING, Any
 
 from mcs.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 APP_NAME = "mcp_app"
 
@@ -49,6 +50,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def create_celery_app(settings: Settings) -> Celery:
     """A Celery app for ``settings``. Creating it does not connect; the first send or get does."""
+    from celery import Celery  # imported here: the MCP server starts without paying for Celery
+
     app = Celery(
         APP_NAME,
         broker=settings.broker_url,

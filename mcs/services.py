@@ -11,13 +11,13 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from mcs.settings import Settings
-from Redis.registry import TaskRegistry
 
 if TYPE_CHECKING:
     from celery import Celery
 
     from mcs.deploy_client import DeployClient
     from mcs.invoker import TaskInvoker
+    from Redis.registry import TaskRegistry
 
 
 class Services:
@@ -27,6 +27,8 @@ class Services:
 
     @cached_property
     def registry(self) -> TaskRegistry:
+        from Redis.registry import TaskRegistry  # redis-py is imported on first use, not at server start
+
         return TaskRegistry(self.settings)
 
     @cached_property
