@@ -23,6 +23,12 @@ from tests.mcp_clients import SERVER_SCRIPT, data, server_env, stdio_client
 pytestmark = pytest.mark.integration
 
 QUEUE = "mcs_test"
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
+}
 
 
 @pytest.fixture(scope="session")
@@ -150,16 +156,7 @@ def test_redis_down_is_a_clear_error_not_a_crash(tmp_path: Path) -> None:
 def test_stdout_carries_only_json_rpc(settings: Settings, registry: TaskRegistry) -> None:
     """Provoke errors and logs; every line the server writes to stdout must be a JSON-RPC message."""
     requests = [
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "0"},
-            },
-        },
+        INITIALIZE,
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
         {
@@ -221,18 +218,7 @@ def test_server_starts_quickly(settings: Settings) -> None:
     bare = "from mcp.server.mcpserver import MCPServer\nMCPServer(name='bare').run('stdio')\n"
 
     def spawn_and_initialize(args: list[str]) -> float:
-        init = json.dumps(
-            {
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-06-18",
-                    "capabilities": {},
-                    "clientInfo": {"name": "t", "version": "0"},
-                },
-            }
-        )
+        init = json.dumps(INITIALIZE)
         env = {"PATH": "/usr/bin:/bin", **server_env(settings)}
         start = time.perf_counter()
         proc = subprocess.Popen(
