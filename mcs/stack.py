@@ -131,9 +131,11 @@ class Stack:
             self.settings = s.model_copy(update={"worker_runtime": "docker"})
             self.runtime_note = f"docker (hardened containers from {s.worker_base_image})"
         else:
+            from deploy_mcp.process_runtime import ProcessRuntime
+
             self.settings = s.model_copy(update={"worker_runtime": "process"})
             why = "chosen" if s.worker_runtime == "process" else "no Docker daemon answers"
-            self.runtime_note = f"process (no container isolation): {why}"
+            self.runtime_note = f"{ProcessRuntime.description}: {why}"
         return self.settings
 
     def start_deploy_worker(self, log_path: Path, timeout_s: float = 60.0) -> int:
