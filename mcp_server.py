@@ -13,9 +13,9 @@ import anyio.from_thread
 from mcp.server.mcpserver import Context, MCPServer
 from pydantic import Field
 
-from deploy_mcp import protocol
 from mcs.codegen import GeneratedTask, generate_task_folder
-from mcs.results import (
+from mcs.core import protocol
+from mcs.core.results import (
     CategoriesResult,
     CategoryTasksResult,
     DeploymentsResult,
@@ -29,8 +29,8 @@ from mcs.results import (
     TaskStatusResult,
     UndeployResult,
 )
+from mcs.core.settings import Settings, load_settings
 from mcs.services import Services
-from mcs.settings import Settings, load_settings
 from mcs.tool_edge import MCSServer, add_tool
 
 INSTRUCTIONS = """\

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 
 import redis
 
-from mcs.errors import ServiceUnavailable
-from mcs.settings import Settings
+from mcs.core.errors import ServiceUnavailable
+from mcs.core.settings import Settings
 
 
 def make_client(settings: Settings, db: int | None = None) -> redis.Redis:
@@ -35,3 +35,15 @@ def redis_errors(settings: Settings) -> Iterator[None]:
             "or set REDIS_HOST/REDIS_PORT; MCS reconnects by itself once it answers",
             service="redis",
         ) from None
+
+
+def redis_answers(settings: Settings, timeout_s: float = 1.0) -> bool:
+    """True when the configured Redis answers a PING within ``timeout_s`` (with the configured credentials)."""
+    kwargs = settings.redis_kwargs() | {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+    client = redis.Redis(**kwargs)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()

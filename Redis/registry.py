@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import redis
 
-from mcs.errors import InvalidInput, NotFound
-from mcs.names import validate_category, validate_name
-from mcs.settings import Settings
+from mcs.core.errors import InvalidInput, NotFound
+from mcs.core.models import DeploymentInfo, ParameterSpec, TaskRecord, parse_model, utc_now
+from mcs.core.names import validate_category, validate_name
+from mcs.core.settings import Settings
 from Redis.connection import make_client, redis_errors
 from Redis.keys import Keys
-from Redis.models import DeploymentInfo, ParameterSpec, TaskRecord, parse_model, utc_now
+from Redis.lock import redis_lock
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,16 @@ class TaskRegistry:
         if self._client is None:
             self._client = make_client(self.settings)
         return self._client
+
+    # -- locks ------------------------------------------------------------------------------------------------
+
+    def deploy_lock(self, task_name: str, ttl_s: int) -> AbstractContextManager[str]:
+        """One deploy per task at a time (renewed while held); Conflict when another one holds it."""
+        return redis_lock(self.client, self.keys.deploy_lock(task_name), ttl_s, what=f"a deploy of task {task_name!r}")
+
+    def queue_lock(self, queue: str, ttl_s: int) -> AbstractContextManager[str]:
+        """One deploy per queue at a time: a queue belongs to one task's worker."""
+        return redis_lock(self.client, self.keys.queue_lock(queue), ttl_s, what=f"a deploy on queue {queue!r}")
 
     # -- writes -----------------------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mcs.errors import ServiceUnavailable
+from mcs.core.errors import ServiceUnavailable
 
 
 def find_server_binary() -> tuple[Path, str]:

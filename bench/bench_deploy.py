@@ -28,10 +28,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deploy_mcp.base_image import ensure_base_image
-from mcp_app import create_celery_app
-from mcs.codegen import generate_task_folder, render_dockerfile
-from mcs.codegen_render import worker_command
-from mcs.settings import Settings
+from mcs.codegen import generate_task_folder
+from mcs.core.celery_app import create_celery_app
+from mcs.core.settings import Settings
+from mcs.core.worker_image import render_dockerfile, worker_command
 from mcs.stack import Stack
 from Redis.server import LocalRedisServer
 from tests.mcp_clients import stdio_client

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mcp import Client, StdioServerParameters
 
-from mcp_app import create_celery_app
-from mcs.settings import Settings
+from mcs.core.celery_app import create_celery_app
+from mcs.core.settings import Settings
 from Redis.registry import TaskRegistry
 from Redis.server import LocalRedisServer
 from tests.celery_worker import WorkerProcess

@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mcs.errors import DeployError, MCSError, ServiceUnavailable
-from mcs.settings import Settings
+from mcs.core.errors import DeployError, MCSError, ServiceUnavailable
+from mcs.core.settings import Settings
 
 logger = logging.getLogger("deploy_mcp.base_image")  # the same name under `python -m`
 
@@ -648,7 +648,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def progress(message: str) -> None:
         print(f"[base-image] {message}", file=sys.stderr, flush=True)
 
-    from mcs.settings import load_settings
+    from mcs.core.settings import load_settings
 
     try:
         settings = load_settings()

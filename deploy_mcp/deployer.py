@@ -27,22 +27,22 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
-
-from deploy_mcp.bundle import BundleFile, bundle_version, parse_files, write_bundle
 from deploy_mcp.runtime import Artifact, BuildSpec, Progress, RunSpec, WorkerHandle, WorkerRuntime
-from mcp_app import celery_task_name
-from mcs.codegen_render import render_dockerfile
-from mcs.codegen_validate import check_requirements
-from mcs.errors import Conflict, DeployError, InvalidInput, MCSError, NotFound
-from mcs.results import DeploymentStatus, DeployResult, TaskLogsResult, UndeployResult
-from mcs.settings import Settings
-from Redis.connection import make_client, redis_errors
-from Redis.lock import redis_lock
-from Redis.models import DeploymentInfo, TaskRecord, parse_model
+from mcs.core.bundle import BundleFile, bundle_version, parse_files, write_bundle
+from mcs.core.celery_app import celery_task_name
+from mcs.core.errors import Conflict, DeployError, InvalidInput, MCSError, NotFound
+from mcs.core.models import DeploymentInfo, TaskRecord, parse_model
+from mcs.core.requirements import check_requirements
+from mcs.core.results import DeploymentStatus, DeployResult, TaskLogsResult, UndeployResult
+from mcs.core.settings import Settings
+from mcs.core.worker_image import render_dockerfile
+from Redis.broker import purge_queue
 from Redis.registry import TaskRegistry
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class Deployer:
         registry: TaskRegistry,
         runtime: WorkerRuntime,
         probe: Probe,
-        broker: redis.Redis | None = None,
+        broker: Redis | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -171,13 +171,10 @@ class Deployer:
         return draft
 
     def _lock(self, task: str):
-        return self._hold(self.registry.keys.deploy_lock(task), f"a deploy of task {task!r}")
+        return self.registry.deploy_lock(task, self.settings.deploy_lock_ttl_s)
 
     def _queue_lock(self, queue: str):
-        return self._hold(self.registry.keys.queue_lock(queue), f"a deploy on queue {queue!r}")
-
-    def _hold(self, key: str, what: str):
-        return redis_lock(self.registry.client, key, self.settings.deploy_lock_ttl_s, what=what)
+        return self.registry.queue_lock(queue, self.settings.deploy_lock_ttl_s)
 
     def _check_queue_owner(self, task: str, queue: str) -> None:
         """A queue belongs to one deployed worker: a second task's worker on it would take the first one's calls
@@ -239,13 +236,12 @@ class Deployer:
             )
         return render_dockerfile(self.settings, queue, bool(self._requirements(files))), "rendered"
 
-    @staticmethod
-    def _requirements(files: list[BundleFile]) -> list[str]:
+    def _requirements(self, files: list[BundleFile]) -> list[str]:
         req = next((f for f in files if f.path == "requirements.txt"), None)
         if req is None:
             return []
-        lines = [line.strip() for line in req.data().decode("utf-8", errors="replace").splitlines()]
-        return check_requirements([line for line in lines if line and not line.startswith("#")])
+        lines = req.data().decode("utf-8", errors="replace").splitlines()
+        return check_requirements(lines, self.settings.max_requirements, from_file=True)
 
     def _run_spec(self, task: str, queue: str, version: str, artifact: Artifact) -> RunSpec:
         s = self.settings
@@ -409,7 +405,7 @@ class Deployer:
     # -- undeploy, list, logs ---------------------------------------------------------------------------------
 
     def undeploy(self, task_name: str) -> UndeployResult:
-        from mcs.names import validate_name
+        from mcs.core.names import validate_name
 
         validate_name(task_name)
         removed: list[str] = []
@@ -435,12 +431,7 @@ class Deployer:
         """Drop the queue's pending messages and kombu's binding from the broker DB (unless another task uses it)."""
         if any(r.queue == queue for r in self.registry.list()):
             return False
-        if self._broker is None:
-            self._broker = make_client(self.settings, self.settings.redis_broker_db)
-        with redis_errors(self.settings):
-            # kombu's Redis transport: the queue's list, its priority lists, and the exchange binding.
-            keys = [queue, *(f"{queue}\x06\x16{p}" for p in range(1, 10)), f"_kombu.binding.{queue}"]
-            return bool(self._broker.delete(*keys))
+        return purge_queue(self.settings, queue, self._broker)
 
     def deployments(self) -> list[DeploymentStatus]:
         running = {h.id: h for h in self.runtime.workers()}

@@ -48,10 +48,10 @@ from deploy_mcp.runtime import (
     WorkerHandle,
 )
 from deploy_mcp.wheelhouse import prepare_wheelhouse, validate_requirements
-from mcs.codegen_render import worker_command
-from mcs.errors import DeployError, InvalidInput, MCSError, ServiceUnavailable
-from mcs.names import validate_name, validate_queue
-from mcs.settings import Settings
+from mcs.core.errors import DeployError, InvalidInput, MCSError, ServiceUnavailable
+from mcs.core.names import validate_name, validate_queue
+from mcs.core.settings import Settings
+from mcs.core.worker_image import worker_command
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,20 @@ _REPO_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _SENSITIVE_KEY = re.compile(r"(?i)pass|secret|token|key|auth|cred|url")
 _STEP_IMAGE = re.compile(r" ---> ([0-9a-f]{12})")
 _STEP_CONTAINER = re.compile(r" ---> Running in ([0-9a-f]{12})")
+
+
+def docker_answers(timeout_s: float = 5.0) -> bool:
+    """True when a Docker daemon answers a ping (the ``auto`` runtime choice)."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=timeout_s)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
 
 
 def image_tag(task_name: str, version: str) -> str:
@@ -176,6 +190,14 @@ class DockerRuntime:
         self._client = client
         self._own_client = False
         self.wheel_cache_dir = wheel_cache_dir
+        self.description = f"docker (hardened containers from {settings.worker_base_image})"
+
+    def check(self) -> None:
+        with self._errors("ping"):
+            self.client.ping()
+
+    def prepare(self, progress: Progress | None = None) -> None:
+        ensure_base_image(self.settings, self.client, progress)
 
     @property
     def client(self) -> Any:

@@ -21,10 +21,10 @@ import uuid
 from pathlib import Path
 
 from deploy_mcp.runtime import Artifact, BuildSpec, Progress, RunSpec, WorkerHandle
-from mcs.codegen_render import worker_command
-from mcs.errors import DeployError
-from mcs.processes import is_running, start_time, stop_group
-from mcs.settings import Settings
+from mcs.core.errors import DeployError
+from mcs.core.processes import is_running, start_time, stop_group
+from mcs.core.settings import Settings
+from mcs.core.worker_image import worker_command
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,12 @@ class ProcessRuntime:
         self.settings = settings
         self.root = settings.deployments_dir / ".process"
         self._children: dict[int, subprocess.Popen] = {}
+
+    def check(self) -> None:
+        """Local processes always work."""
+
+    def prepare(self, progress: Progress | None = None) -> None:
+        """Nothing to prepare: each version's virtualenv is made by build()."""
 
     # -- artefacts: one virtualenv per task version -----------------------------------------------------------
 

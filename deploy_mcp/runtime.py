@@ -8,12 +8,21 @@ pass one contract test. The orchestration (staging, versions, health checks, blu
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 Progress = Callable[[str], None]
+
+
+def say(progress: Progress | None, message: str, logger: logging.Logger | None = None) -> None:
+    """Log a step and pass it on to the caller's progress callback (the deploy_task progress notifications)."""
+    (logger or logging.getLogger(__name__)).info(message)
+    if progress is not None:
+        progress(message)
+
 
 # Labels every runtime object (image, container) carries, so MCS can find and remove exactly what it made.
 LABEL_MANAGED = "mcs.managed"
@@ -87,6 +96,15 @@ class WorkerHandle:
 
 class WorkerRuntime(Protocol):
     name: str  # "docker" or "process": reported in results as `runtime`
+    description: str  # for people: what isolation this runtime gives
+
+    def check(self) -> None:
+        """Raise ServiceUnavailable when the runtime cannot work here (no Docker daemon answers)."""
+        ...
+
+    def prepare(self, progress: Progress | None = None) -> None:
+        """Make the runtime ready to build workers (the Docker base image, built when missing)."""
+        ...
 
     def build(self, spec: BuildSpec, progress: Progress | None = None) -> Artifact: ...
 

@@ -12,6 +12,4 @@ if [[ ! -x "$python" ]]; then
   echo "start_deploy_worker: $python not found: run 'make venv' in $root first (or set MCS_PYTHON)" >&2
   exit 2
 fi
-exec "$python" -m celery -A deploy_mcp.deploy_worker worker \
-  --pool threads --concurrency "${MCS_DEPLOY_CONCURRENCY:-4}" \
-  --hostname "mcs-deploy-$$@%h" --loglevel INFO --without-gossip --without-mingle
+exec "$python" -m deploy_mcp

@@ -51,8 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcs.errors import DeployError, InvalidInput, MCSError, ServiceUnavailable
-from mcs.requirements import REQUIREMENT_RULE, parse_requirement
+from mcs.core.errors import DeployError, InvalidInput, MCSError, ServiceUnavailable
+from mcs.core.requirements import REQUIREMENT_RULE, parse_requirement
 
 logger = logging.getLogger(__name__)
 

@@ -21,22 +21,22 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from mcp_app import celery_task_name
-from mcs.codegen_files import check_additional_files, check_requirements
+from mcs.codegen_files import check_additional_files
 from mcs.codegen_render import (
     check_python_files,
-    main_file_name,
     render_app,
-    render_dockerfile,
     render_readme,
     render_requirements,
 )
 from mcs.codegen_validate import TaskPlan, check_extra_tasks, check_task
-from mcs.errors import Conflict, InvalidInput
-from mcs.names import validate_queue
-from mcs.settings import Settings
+from mcs.core.celery_app import celery_task_name
+from mcs.core.errors import Conflict, InvalidInput
+from mcs.core.names import validate_queue
+from mcs.core.requirements import check_requirements
+from mcs.core.settings import Settings
+from mcs.core.worker_image import main_file_name, render_dockerfile
 
-__all__ = ["GeneratedTask", "check_requirements", "generate_task_folder", "render_dockerfile"]
+__all__ = ["GeneratedTask", "generate_task_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +88,14 @@ def generate_task_folder(
     main = check_task("", task_name, description, parameters, function_body, return_type)
     plans = [main, *check_extra_tasks(tasks)]
     _refuse_duplicate_names(plans)
-    pinned = check_requirements(requirements)
+    pinned = check_requirements(requirements, settings.max_requirements)
     main_file = main_file_name(queue)
-    helpers = check_additional_files(additional_files, {main_file, *GENERATED_FILES})
+    helpers = check_additional_files(
+        additional_files,
+        {main_file, *GENERATED_FILES},
+        settings.generated_files_limit,
+        settings.generated_file_bytes_limit,
+    )
 
     main_content, spans = render_app(settings, queue, plans)
     files = {

@@ -2,7 +2,7 @@
 
 A helper file's path must be a plain relative path inside the folder, of a Python or plain-text file, not one of the
 files MCS writes itself nor one the build owns, and not a module name that would shadow the standard library or
-the worker's own packages. A requirement must be one pinned ``name==version``: no options, URLs or paths.
+the worker's own packages.
 """
 
 from __future__ import annotations
@@ -12,27 +12,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from mcs.errors import InvalidInput
-from mcs.paths import check_relative_path, relative_path_rule
-from mcs.requirements import parse_requirement
-from Redis.models import parse_model
+from mcs.core.errors import InvalidInput
+from mcs.core.models import parse_model
+from mcs.core.paths import check_relative_path, relative_path_rule
+from mcs.core.worker_image import WORKER_MODULES
 
-MAX_FILES = 50
-MAX_FILE_BYTES = 256 * 1024
 MAX_PATH_DEPTH = 5
-MAX_REQUIREMENTS = 100
 
 TEXT_SUFFIXES = frozenset(
     {".py", ".txt", ".md", ".rst", ".json", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".csv", ".tsv", ".sql",
      ".html", ".xml", ".j2", ".jinja", ".tmpl"}
 )  # fmt: skip
-# Modules the worker itself imports: a helper module of the same name next to the app would shadow them.
-WORKER_MODULES = frozenset(
-    {"celery", "kombu", "billiard", "vine", "amqp", "redis", "click", "dateutil", "tzdata", "sitecustomize",
-     "usercustomize"}
-)  # fmt: skip
-# Packages of the base image: pinning another version would change the worker under the task's feet.
-BASE_IMAGE_PACKAGES = frozenset({"celery", "kombu", "billiard", "vine", "amqp", "redis"})
 
 PATH_RULE = relative_path_rule(MAX_PATH_DEPTH) + ", ending in one of " + ", ".join(sorted(TEXT_SUFFIXES))
 
@@ -55,14 +45,16 @@ def check_text(text: str, field: str) -> None:
         raise InvalidInput(field, text[exc.start : exc.end], "text encodable as UTF-8 (no lone surrogates)") from None
 
 
-def check_additional_files(files: Any, reserved: set[str]) -> dict[str, str]:
-    """Return {relative path: content}; ``reserved`` holds the paths MCS writes itself (compared case-blind)."""
+def check_additional_files(files: Any, reserved: set[str], max_files: int, max_file_bytes: int) -> dict[str, str]:
+    """Return {relative path: content}; ``reserved`` holds the paths MCS writes itself (compared case-blind).
+
+    ``max_files`` and ``max_file_bytes`` come from the settings (``MCS_GENERATED_max_files``, ...)."""
     if files is None:
         return {}
     if not isinstance(files, list | tuple):
         raise InvalidInput("additional_files", files, "a list of {filename, content}")
-    if len(files) > MAX_FILES:
-        raise InvalidInput("additional_files", f"<{len(files)} files>", f"at most {MAX_FILES} files")
+    if len(files) > max_files:
+        raise InvalidInput("additional_files", f"<{len(files)} files>", f"at most {max_files} files")
     result: dict[str, str] = {}
     seen: dict[str, str] = {name.casefold(): name for name in reserved}
     for index, item in enumerate(files):
@@ -79,8 +71,8 @@ def check_additional_files(files: Any, reserved: set[str]) -> dict[str, str]:
         seen[path.casefold()] = path
         check_text(spec.content, where + ".content")
         size = len(spec.content.encode("utf-8"))
-        if size > MAX_FILE_BYTES:
-            raise InvalidInput(where + ".content", f"<{size} bytes>", f"at most {MAX_FILE_BYTES} bytes per file")
+        if size > max_file_bytes:
+            raise InvalidInput(where + ".content", f"<{size} bytes>", f"at most {max_file_bytes} bytes per file")
         result[path] = spec.content
     _check_no_file_is_a_folder(result, reserved)
     return result
@@ -111,28 +103,3 @@ def _check_no_file_is_a_folder(files: dict[str, str], reserved: set[str]) -> Non
     for path in [*files, *reserved]:
         if path.casefold() in folders:
             raise InvalidInput("additional_files", path, "a path cannot be both a file and a folder")
-
-
-def check_requirements(requirements: Any) -> list[str]:
-    if requirements is None:
-        return []
-    if not isinstance(requirements, list | tuple):
-        raise InvalidInput("requirements", requirements, "a list of 'name==version' strings")
-    if len(requirements) > MAX_REQUIREMENTS:
-        raise InvalidInput("requirements", f"<{len(requirements)} items>", f"at most {MAX_REQUIREMENTS} requirements")
-    seen: dict[str, str] = {}
-    result = []
-    for index, line in enumerate(requirements):
-        where = f"requirements[{index}]"
-        name, normalised = parse_requirement(line, where)
-        if name in BASE_IMAGE_PACKAGES:
-            raise InvalidInput(
-                where,
-                line,
-                "provided by the worker's base image (" + ", ".join(sorted(BASE_IMAGE_PACKAGES)) + "); remove it",
-            )
-        if name in seen:
-            raise InvalidInput(where, line, f"{name} is already pinned ({seen[name]!r})")
-        seen[name] = line
-        result.append(normalised)
-    return result

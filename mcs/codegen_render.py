@@ -9,73 +9,21 @@ the only caller text placed in code as it is, because they are code by design.
 from __future__ import annotations
 
 import ast
-import functools
 import io
-import json
 import os
-import re
-import string
 import tokenize
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from mcp_app import celery_config, celery_task_name
 from mcs.codegen_validate import TaskPlan
-from mcs.errors import InvalidInput, MCSError
-from mcs.names import validate_queue
-from mcs.settings import PROJECT_ROOT, Settings
+from mcs.core.celery_app import celery_config, celery_task_name
+from mcs.core.errors import InvalidInput, MCSError
+from mcs.core.settings import Settings
+from mcs.core.worker_image import WORKER_PYTHON, load_template
 
-TEMPLATES_DIR = PROJECT_ROOT / "templates"
 BODY_INDENT = "    "
-IMAGE_RULE = "an image reference of ASCII letters, digits and . _ / : @ - (e.g. 'mcs-base:bookworm-py311')"
-WORKER_PYTHON = (3, 11)  # the base image's interpreter (Debian bookworm)
-_IMAGE_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")
-
-
-@functools.cache
-def load_template(name: str) -> string.Template:
-    return string.Template((TEMPLATES_DIR / name).read_text(encoding="utf-8"))
-
-
-def main_file_name(queue: str) -> str:
-    return f"app_{queue}.py"
-
-
-def worker_command(queue: str, hostname: str | None = None) -> list[str]:
-    """The task worker's command line: the image's CMD, and what every runtime runs (with its unique hostname).
-
-    prefork with one child: Celery enforces the task time limits only in a pool with child processes. No mingle and
-    no gossip: MCS uses neither (ping and the other remote-control commands work without them), and the worker
-    answers its first ping about a second sooner.
-    """
-    command = [
-        "celery", "-A", f"app_{queue}", "worker", "-Q", queue, "--loglevel", "INFO",
-        "--pool", "prefork", "--concurrency", "1", "--without-mingle", "--without-gossip",
-    ]  # fmt: skip
-    return [*command, "--hostname", hostname] if hostname else command
-
-
-def render_dockerfile(settings: Settings, queue: str, has_requirements: bool) -> str:
-    """The build recipe of a task folder. The deploy worker calls this too: it owns the build, this is the one copy.
-
-    With requirements, the build context must hold ``wheelhouse/`` with their wheels: they are installed offline
-    (``--no-index``), without pip's cache, and the wheelhouse is removed from the image's file system.
-    """
-    validate_queue(queue, "queue")
-    image = settings.worker_base_image
-    if not isinstance(image, str) or not _IMAGE_REF.fullmatch(image):
-        raise InvalidInput("worker_base_image", image, IMAGE_RULE)
-    pip = ["/opt/venv/bin/pip", "install", "--no-index", "--no-cache-dir", "--find-links", "/app/wheelhouse"]
-    pip += ["-r", "/app/requirements.txt"]
-    return load_template("Dockerfile.tmpl").substitute(
-        queue=queue,
-        base_image=image,
-        wheelhouse_note=", plus wheelhouse/ (the wheels of requirements.txt)" if has_requirements else "",
-        install_step="RUN " + json.dumps(pip) if has_requirements else "# No requirements to install.",
-        command=json.dumps(worker_command(queue)),
-    )
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from mcs.codegen_files import check_requirements as check_requirements  # re-exported: the deploy worker uses it
 from mcs.codegen_files import check_text
-from mcs.errors import InvalidInput
-from mcs.names import validate_description, validate_identifier, validate_name
-from Redis.models import MAX_PARAMETERS, MAX_TYPE_CHARS, ParameterSpec, parse_model
+from mcs.core.errors import InvalidInput
+from mcs.core.models import MAX_PARAMETERS, MAX_TYPE_CHARS, ParameterSpec, parse_model
+from mcs.core.names import validate_description, validate_identifier, validate_name
 
 BUILTIN_TYPES: dict[str, Any] = {
     name: getattr(builtins, name)

@@ -25,8 +25,8 @@ from typing import Any
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
-from mcs.errors import MCSError
-from mcs.settings import Settings, load_settings
+from mcs.core.errors import MCSError
+from mcs.core.settings import Settings, load_settings
 from mcs.stack import SERVER_SCRIPT, Stack, child_env, run_dir
 
 TASK, QUEUE = "simple_add", "test_queue"

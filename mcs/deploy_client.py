@@ -11,14 +11,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from deploy_mcp import protocol
-from deploy_mcp.bundle import read_folder
-from deploy_mcp.signing import deploy_secret, sign
-from mcs.errors import DeployError, MCSError, ServiceUnavailable, TaskTimeout
-from mcs.names import validate_name, validate_queue
-from mcs.settings import Settings
-from Redis.connection import redis_errors
-from Redis.registry import TaskRegistry
+from mcs.core import protocol
+from mcs.core.bundle import read_folder
+from mcs.core.errors import DeployError, MCSError, ServiceUnavailable, TaskTimeout
+from mcs.core.names import validate_name, validate_queue
+from mcs.core.settings import Settings
+from mcs.core.signing import deploy_secret, sign
+from Redis.deploy_state import DeployWorkerState
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -29,9 +28,9 @@ OnProgress = Callable[[str], None]
 
 
 class DeployClient:
-    def __init__(self, settings: Settings, registry: TaskRegistry, celery_app: Celery) -> None:
+    def __init__(self, settings: Settings, state: DeployWorkerState, celery_app: Celery) -> None:
         self.settings = settings
-        self.registry = registry
+        self.state = state
         self.app = celery_app
 
     def deploy(
@@ -105,16 +104,11 @@ class DeployClient:
         if result.state != "SUCCESS" or not isinstance(value, dict):
             raise DeployError(f"the deploy worker crashed: {type(value).__name__}: {value}", step="worker")
         if value.get("success") is False:
-            details = {k: v for k, v in value.items() if k not in ("success", "error", "message")}
-            error = MCSError(value.get("message", "deploy failed"), **details)
-            error.code = value.get("error", "deploy_failed")
-            raise error
+            raise MCSError.from_dict(value)
         return value
 
     def _require_worker(self) -> None:
-        with redis_errors(self.settings):
-            alive = self.registry.client.exists(self.registry.keys.deploy_worker_alive())
-        if not alive:
+        if not self.state.alive():
             raise ServiceUnavailable(
                 "no deploy worker is running: start it with deploy_mcp/start_deploy_worker.sh (or `make up`), "
                 "with the same Redis settings as this server",

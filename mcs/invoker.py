@@ -15,13 +15,14 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from mcs.errors import InvalidInput, MCSError, NotFound, ServiceUnavailable, TaskFailed, TaskTimeout
-from mcs.names import validate_name, validate_queue
+from mcs.core.celery_app import celery_task_name
+from mcs.core.errors import InvalidInput, MCSError, NotFound, ServiceUnavailable, TaskFailed, TaskTimeout
+from mcs.core.models import TaskRecord
+from mcs.core.names import validate_name, validate_queue
+from mcs.core.results import TaskCallResult, TaskSentResult, TaskStatusResult
+from mcs.core.settings import Settings
 from mcs.payload import check_call_arguments
-from mcs.results import TaskCallResult, TaskSentResult, TaskStatusResult
-from mcs.settings import Settings
-from Redis.connection import redis_errors
-from Redis.models import TaskRecord
+from Redis.issued import IssuedTasks
 from Redis.registry import TaskRegistry
 
 if TYPE_CHECKING:
@@ -61,11 +62,14 @@ MAX_TIMEOUT_S = 3600.0
 
 
 class TaskInvoker:
-    def __init__(self, settings: Settings, registry: TaskRegistry, celery_app: Celery) -> None:
+    def __init__(
+        self, settings: Settings, registry: TaskRegistry, celery_app: Celery, issued: IssuedTasks | None = None
+    ) -> None:
         _install_deadline_drainer()
         self.settings = settings
         self.registry = registry
         self.app = celery_app
+        self.issued = issued or IssuedTasks(settings, registry.client)
 
     # -- sending ----------------------------------------------------------------------------------------------
 
@@ -137,12 +141,10 @@ class TaskInvoker:
     def _send(self, task_name: Any, args: Any, kwargs: Any, queue: Any) -> tuple[TaskRecord, AsyncResult]:
         """Validate, remember the task id (so get_celery_result knows it), then send: if Redis cannot record the
         id, nothing is sent."""
-        from mcp_app import celery_task_name
-
         record = self.resolve(task_name, queue)
         args, kwargs = check_call_arguments(record, args, kwargs, self.settings.max_payload_bytes)
         task_id = str(uuid.uuid4())
-        self._remember(task_id, record)
+        self.issued.remember(task_id, record.name, record.queue)
         try:
             result = self.app.send_task(
                 celery_task_name(record.name), args=args, kwargs=kwargs, queue=record.queue, task_id=task_id
@@ -152,25 +154,18 @@ class TaskInvoker:
         log.debug("sent %s to queue %s as %s", record.name, record.queue, task_id)
         return record, result
 
-    def _remember(self, task_id: str, record: TaskRecord) -> None:
-        issued = json.dumps({"task_name": record.name, "queue": record.queue, "sent_at": time.time()})
-        with redis_errors(self.settings):
-            self.registry.client.set(self.registry.keys.issued(task_id), issued, ex=self.settings.result_expires_s)
-
     # -- results ----------------------------------------------------------------------------------------------
 
     def status(self, task_id: Any) -> TaskStatusResult:
         if not isinstance(task_id, str) or not _TASK_ID.fullmatch(task_id):
             raise InvalidInput("task_id", task_id, TASK_ID_RULE)
-        with redis_errors(self.settings):
-            raw = self.registry.client.get(self.registry.keys.issued(task_id))
-        if raw is None:
+        issued = self.issued.find(task_id)
+        if issued is None:
             raise NotFound(
                 f"task id {task_id} is unknown: MCS did not issue it, or its result expired "
                 f"(results are kept {self.settings.result_expires_s} s)",
                 task_id=task_id,
             )
-        issued = json.loads(raw)
         result = self.app.AsyncResult(task_id)
         state = self._state(result)
         base = {"task_id": task_id, "task_name": issued["task_name"], "queue": issued["queue"], "status": state}
@@ -181,8 +176,7 @@ class TaskInvoker:
             # The same answer as trigger_celery_task gives for a task that raised: an isError result.
             raise self._failure(result, issued["task_name"], issued["queue"], state, result.result)
         # Still queued or running: keep remembering the id, however long the queue is.
-        with redis_errors(self.settings):
-            self.registry.client.expire(self.registry.keys.issued(task_id), self.settings.result_expires_s)
+        self.issued.keep(task_id)
         waiting = "waiting in the queue (is a worker serving it?)" if state == "PENDING" else "in progress"
         return TaskStatusResult(**base, ready=False, message=f"task state {state}: {waiting}")
 

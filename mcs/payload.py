@@ -6,8 +6,8 @@ import json
 import math
 from typing import Any
 
-from mcs.errors import InvalidInput
-from Redis.models import TaskRecord
+from mcs.core.errors import InvalidInput
+from mcs.core.models import TaskRecord
 
 JSON_RULE = "values must be JSON: objects, arrays, strings, numbers, booleans, null"
 

@@ -10,7 +10,7 @@ import threading
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from mcs.settings import Settings
+from mcs.core.settings import Settings
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -33,7 +33,7 @@ class Services:
 
     @cached_property
     def celery_app(self) -> Celery:
-        from mcp_app import create_celery_app  # celery is slow to import: only when a task is first sent
+        from mcs.core.celery_app import create_celery_app  # celery is slow to import: only when a task is first sent
 
         with self._lock:
             return create_celery_app(self.settings)
@@ -47,5 +47,6 @@ class Services:
     @cached_property
     def deploy_client(self) -> DeployClient:
         from mcs.deploy_client import DeployClient
+        from Redis.deploy_state import DeployWorkerState
 
-        return DeployClient(self.settings, self.registry, self.celery_app)
+        return DeployClient(self.settings, DeployWorkerState(self.settings, self.registry.client), self.celery_app)

@@ -20,17 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
-from pydantic import SecretStr
-
-from mcs.errors import MCSError, ServiceUnavailable
-from mcs.processes import is_running, start_time, stop_group
-from mcs.settings import PROJECT_ROOT, Settings, load_settings
+from mcs.core.errors import MCSError, ServiceUnavailable
+from mcs.core.processes import is_running, start_time, stop_group
+from mcs.core.settings import PROJECT_ROOT, Settings, load_settings
+from Redis.connection import redis_answers
+from Redis.deploy_state import DeployWorkerState
 from Redis.server import LocalRedisServer
 
 log = logging.getLogger(__name__)
 
-DEPLOY_WORKER_SCRIPT = PROJECT_ROOT / "deploy_mcp" / "start_deploy_worker.sh"
 SERVER_SCRIPT = PROJECT_ROOT / "mcp_server.py"
 
 
@@ -38,32 +36,9 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment that gives a child process (MCP server, deploy worker) these very settings: every field,
     under its environment variable, so the child sees what its parent sees whatever source each value came from."""
     env = {"MCS_ENV_FILE": os.devnull, "MCS_REDIS_CONFIG_FILE": os.devnull + ".absent"}  # no second source
-    for name, info in Settings.model_fields.items():
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        variable = next(a for a in info.validation_alias.choices if a.isupper())
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        if isinstance(value, list | dict):
-            env[variable] = json.dumps(value, default=str)
-        elif isinstance(value, bool):
-            env[variable] = "true" if value else "false"
-        else:
-            env[variable] = str(value)
+    env.update(settings.to_environment())
     env.update(extra)
     return env
-
-
-def redis_answers(settings: Settings, timeout_s: float = 1.0) -> bool:
-    kwargs = settings.redis_kwargs() | {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
-    client = redis.Redis(**kwargs)
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-    finally:
-        client.close()
 
 
 def port_is_free(port: int) -> bool:
@@ -73,16 +48,6 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def docker_answers() -> bool:
-    try:
-        import docker
-
-        docker.from_env(timeout=5).ping()
-        return True
-    except Exception:
-        return False
 
 
 @dataclass
@@ -120,38 +85,47 @@ class Stack:
         return self.settings
 
     def choose_runtime(self) -> Settings:
-        """Docker when a daemon answers (building the base image when missing), else local processes."""
+        """Let the deploy side choose and prepare its runtime (Docker when a daemon answers, building the base image
+        when missing, else local processes); the deploy worker is then started with exactly that runtime."""
         s = self.settings
-        use_docker = s.worker_runtime == "docker" or (s.worker_runtime == "auto" and docker_answers())
-        if use_docker:
-            from deploy_mcp.base_image import ensure_base_image
-
-            self.say(f"  checking the worker base image {s.worker_base_image} (built once, about a minute)")
-            ensure_base_image(s, progress=lambda step: self.say(f"  base image: {step}"))
-            self.settings = s.model_copy(update={"worker_runtime": "docker"})
-            self.runtime_note = f"docker (hardened containers from {s.worker_base_image})"
-        else:
-            from deploy_mcp.process_runtime import ProcessRuntime
-
-            self.settings = s.model_copy(update={"worker_runtime": "process"})
-            why = "chosen" if s.worker_runtime == "process" else "no Docker daemon answers"
-            self.runtime_note = f"{ProcessRuntime.description}: {why}"
+        if s.worker_runtime in ("auto", "docker"):
+            self.say(
+                f"  checking the worker runtime (the base image {s.worker_base_image} is built once, about a minute)"
+            )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "MCS_"))} | child_env(s)
+        done = subprocess.run(
+            [sys.executable, "-m", "deploy_mcp.runtimes", "prepare"], cwd=PROJECT_ROOT, env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=None, text=True, check=False,
+        )  # fmt: skip
+        try:
+            answer = json.loads(done.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            raise MCSError(
+                f"preparing the worker runtime failed (exit {done.returncode}): {done.stdout[-500:]}"
+            ) from None
+        if done.returncode != 0:
+            raise MCSError.from_dict(answer)
+        self.settings = s.model_copy(update={"worker_runtime": answer["runtime"]})
+        why = (
+            ""
+            if answer["runtime"] == "docker"
+            else (": chosen" if s.worker_runtime == "process" else ": no Docker daemon answers")
+        )
+        self.runtime_note = answer["description"] + why
         return self.settings
 
     def start_deploy_worker(self, log_path: Path, timeout_s: float = 60.0) -> int:
-        from Redis.registry import TaskRegistry
-
         env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "MCS_"))}
         env.update(child_env(self.settings))
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as out:
             self.deploy_worker = subprocess.Popen(
-                [str(DEPLOY_WORKER_SCRIPT)], cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                [sys.executable, "-m", "deploy_mcp"], cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
                 stderr=out, start_new_session=True,
             )  # fmt: skip
-        registry = TaskRegistry(self.settings)
+        state = DeployWorkerState(self.settings)
         deadline = time.monotonic() + timeout_s
-        while not registry.client.exists(registry.keys.deploy_worker_alive()):
+        while not state.alive():
             if self.deploy_worker.poll() is not None or time.monotonic() > deadline:
                 tail = log_path.read_text(errors="replace")[-2000:]
                 self.stop()

@@ -23,7 +23,7 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ValidationError
 
-from mcs.errors import InvalidInput, MCSError
+from mcs.core.errors import InvalidInput, MCSError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
-from mcs.settings import PROJECT_ROOT
+from mcs.core.settings import PROJECT_ROOT
 
 
 class WorkerProcess:

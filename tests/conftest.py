@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from mcs.settings import Settings
+from mcs.core.settings import Settings
 from Redis.server import LocalRedisServer
 
 TEST_LABEL = "mcs.test"

@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from deploy_mcp.runtime import Artifact, BuildSpec, RunSpec, WorkerHandle
-from mcs.errors import DeployError
+from mcs.core.errors import DeployError
 
 
 @dataclass

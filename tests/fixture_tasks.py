@@ -2,8 +2,8 @@
 
 import time
 
-from mcp_app import create_celery_app
-from mcs.settings import load_settings
+from mcs.core.celery_app import create_celery_app
+from mcs.core.settings import load_settings
 
 celery_app = create_celery_app(load_settings())
 QUEUE = "mcs_test"

@@ -9,7 +9,7 @@ from typing import Any
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
-from mcs.settings import PROJECT_ROOT, Settings
+from mcs.core.settings import PROJECT_ROOT, Settings
 from mcs.stack import child_env
 
 SERVER_SCRIPT = PROJECT_ROOT / "mcp_server.py"

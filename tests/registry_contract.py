@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mcs.errors import InvalidInput, NotFound
+from mcs.core.errors import InvalidInput, NotFound
 from Redis.registry import TaskRegistry
 
 ADD_PARAMS = [

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from deploy_mcp.bundle import BundleFile, bundle_version, parse_files, read_folder, write_bundle
-from mcs.errors import InvalidInput, NotFound
-from mcs.settings import Settings
+from mcs.core.bundle import BundleFile, bundle_version, parse_files, read_folder, write_bundle
+from mcs.core.errors import InvalidInput, NotFound
+from mcs.core.settings import Settings
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.unit

@@ -16,10 +16,11 @@ import pytest
 from celery import _state as celery_state
 
 import mcs.codegen as codegen
-from mcp_app import celery_config
-from mcs.codegen import GeneratedTask, generate_task_folder, render_dockerfile
-from mcs.errors import Conflict, InvalidInput, MCSError
-from mcs.settings import Settings
+from mcs.codegen import GeneratedTask, generate_task_folder
+from mcs.core.celery_app import celery_config
+from mcs.core.errors import Conflict, InvalidInput, MCSError
+from mcs.core.settings import Settings
+from mcs.core.worker_image import render_dockerfile
 from tests.conftest import make_settings
 
 pytestmark = [

@@ -19,9 +19,9 @@ import pytest
 from celery import Celery
 from celery.result import AsyncResult
 
-from mcp_app import celery_task_name, create_celery_app
 from mcs.codegen import GeneratedTask, generate_task_folder
-from mcs.settings import Settings
+from mcs.core.celery_app import celery_task_name, create_celery_app
+from mcs.core.settings import Settings
 from Redis.server import LocalRedisServer
 from tests.celery_worker import WorkerProcess
 from tests.conftest import make_settings

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from deploy_mcp.process_runtime import ProcessRuntime
+from mcs.core.settings import Settings
 from mcs.demo import QUEUE, TASK, run_demo
-from mcs.settings import Settings
 from Redis.registry import TaskRegistry
 from tests.conftest import TEST_LABEL
 

@@ -22,10 +22,10 @@ import docker.errors
 import pytest
 import redis
 
-from deploy_mcp import protocol
-from deploy_mcp.signing import deploy_secret, sign
-from mcp_app import create_celery_app
-from mcs.settings import PROJECT_ROOT, Settings
+from mcs.core import protocol
+from mcs.core.celery_app import create_celery_app
+from mcs.core.settings import PROJECT_ROOT, Settings
+from mcs.core.signing import deploy_secret, sign
 from Redis.registry import TaskRegistry
 from Redis.server import LocalRedisServer
 from tests.conftest import TEST_LABEL, make_settings

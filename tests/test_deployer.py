@@ -8,10 +8,10 @@ from typing import Any
 import fakeredis
 import pytest
 
-from deploy_mcp.bundle import read_folder
 from deploy_mcp.deployer import Deployer
-from mcs.errors import Conflict, DeployError, InvalidInput, NotFound, ServiceUnavailable
-from mcs.settings import Settings
+from mcs.core.bundle import read_folder
+from mcs.core.errors import Conflict, DeployError, InvalidInput, NotFound, ServiceUnavailable
+from mcs.core.settings import Settings
 from Redis.lock import redis_lock
 from Redis.registry import TaskRegistry
 from tests.conftest import make_settings

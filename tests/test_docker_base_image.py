@@ -26,8 +26,8 @@ from deploy_mcp.base_image import (
     ensure_base_image,
     recipe_hash,
 )
-from mcs.errors import DeployError, ServiceUnavailable
-from mcs.settings import Settings
+from mcs.core.errors import DeployError, ServiceUnavailable
+from mcs.core.settings import Settings
 from tests.conftest import TEST_LABEL
 
 DEFAULT_BASE_IMAGE = Settings.model_fields["worker_base_image"].default

@@ -62,9 +62,9 @@ from deploy_mcp.wheelhouse import (
     prepare_wheelhouse,
     validate_requirements,
 )
-from mcp_app import celery_config, create_celery_app
-from mcs.errors import DeployError, InvalidInput, ServiceUnavailable
-from mcs.settings import Settings
+from mcs.core.celery_app import celery_config, create_celery_app
+from mcs.core.errors import DeployError, InvalidInput, ServiceUnavailable
+from mcs.core.settings import Settings
 from Redis.server import LocalRedisServer
 from tests.conftest import TEST_LABEL, make_settings
 

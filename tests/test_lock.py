@@ -7,7 +7,7 @@ import time
 import fakeredis
 import pytest
 
-from mcs.errors import Conflict
+from mcs.core.errors import Conflict
 from Redis.lock import redis_lock
 
 pytestmark = pytest.mark.unit

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mcp_app import celery_config, celery_task_name, create_celery_app
-from mcs.errors import ServiceUnavailable
+from mcs.core.errors import ServiceUnavailable
 from Redis.registry import TaskRegistry
 from Redis.server import LocalRedisServer
 from tests.conftest import make_settings

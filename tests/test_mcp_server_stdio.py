@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from mcp_app import create_celery_app
-from mcs.settings import Settings
+from mcs.core.celery_app import create_celery_app
+from mcs.core.settings import Settings
 from Redis.registry import TaskRegistry
 from Redis.server import LocalRedisServer
 from tests.celery_worker import WorkerProcess

@@ -12,7 +12,7 @@ import pytest
 from mcp import Client
 
 from mcp_server import build_server
-from mcs.errors import InvalidInput
+from mcs.core.errors import InvalidInput
 from mcs.services import Services
 from Redis.registry import TaskRegistry
 from tests.conftest import make_settings

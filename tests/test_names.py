@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mcs.errors import InvalidInput
-from mcs.names import (
+from mcs.core.errors import InvalidInput
+from mcs.core.names import (
     NAME_RULE,
     validate_category,
     validate_description,
@@ -100,7 +100,7 @@ def test_description_is_bounded() -> None:
 
 @pytest.mark.parametrize("value", ["unacked", "unacked_index", "unacked_mutex"])
 def test_kombu_bookkeeping_names_are_not_queues(value: str) -> None:
-    from mcs.names import validate_queue
+    from mcs.core.names import validate_queue
 
     assert validate_name(value) == value  # a fine task name
     with pytest.raises(InvalidInput, match="reserved by the broker"):

@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from mcs.settings import PROJECT_ROOT, Settings
+from mcs.core.settings import PROJECT_ROOT, Settings
 
 pytestmark = pytest.mark.unit
 
@@ -35,7 +35,5 @@ def test_env_example_names_only_real_settings() -> None:
         line = line.lstrip("# ").strip()
         if "=" in line and line.split("=")[0].isupper():
             names.add(line.split("=")[0])
-    aliases = set()
-    for field in Settings.model_fields.values():
-        aliases.update(a for a in field.validation_alias.choices if a.isupper())
+    aliases = {Settings.env_name(field) for field in Settings.model_fields}
     assert names and names <= aliases, names - aliases

@@ -9,7 +9,7 @@ import re
 import pytest
 from mcp import Client, StdioServerParameters
 
-from mcs.settings import PROJECT_ROOT, Settings
+from mcs.core.settings import PROJECT_ROOT, Settings
 
 README = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
 PLACEHOLDER = "/path/to/MCS"

@@ -9,8 +9,8 @@ import fakeredis
 import pytest
 import redis
 
-from mcs.errors import ServiceUnavailable
-from mcs.settings import Settings
+from mcs.core.errors import ServiceUnavailable
+from mcs.core.settings import Settings
 from Redis.registry import LIST_CHUNK, TaskRegistry
 from Redis.server import LocalRedisServer
 from tests.conftest import make_settings

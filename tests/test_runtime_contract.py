@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from deploy_mcp.bundle import read_folder
 from deploy_mcp.deployer import Deployer, registered_tasks
 from deploy_mcp.process_runtime import ProcessRuntime
-from mcp_app import create_celery_app
 from mcs.codegen import generate_task_folder
-from mcs.errors import DeployError
-from mcs.settings import Settings
+from mcs.core.bundle import read_folder
+from mcs.core.celery_app import create_celery_app
+from mcs.core.errors import DeployError
+from mcs.core.settings import Settings
 from Redis.registry import TaskRegistry
 from tests.conftest import TEST_LABEL
 

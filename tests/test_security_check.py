@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mcs.settings import PROJECT_ROOT
+from mcs.core.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mcs.settings import Settings, load_settings
+from mcs.core.settings import Settings, load_settings
 
 pytestmark = pytest.mark.unit
 

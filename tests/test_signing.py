@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy_mcp.signing import Unauthorized, deploy_secret, sign, verify
+from mcs.core.signing import Unauthorized, deploy_secret, sign, verify
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.unit

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mcs.settings import PROJECT_ROOT, Settings
+from mcs.core.settings import PROJECT_ROOT, Settings
 from mcs.stack import Stack, child_env, port_is_free, redis_answers
 from Redis.registry import TaskRegistry
 from tests.conftest import make_settings
@@ -52,7 +52,7 @@ def test_embedded_redis_when_none_is_configured(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_configured_redis_that_does_not_answer_is_an_error(tmp_path: Path) -> None:
-    from mcs.errors import ServiceUnavailable
+    from mcs.core.errors import ServiceUnavailable
     from Redis.server import free_port
 
     settings = make_settings(tmp_path, redis_port=free_port())  # explicitly configured

@@ -20,17 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mcs.errors import MCSError
-from mcs.settings import Settings
+from mcs.core.errors import Unauthorized
+from mcs.core.settings import Settings
+
+__all__ = ["CLOCK_SKEW_S", "MAX_AGE_S", "Unauthorized", "deploy_secret", "sign", "verify"]
 
 MAX_AGE_S = 3600.0
 CLOCK_SKEW_S = 60.0
-
-
-class Unauthorized(MCSError):
-    """A deploy message whose signature, age or shape does not verify."""
-
-    code = "unauthorized"
 
 
 def deploy_secret(settings: Settings) -> bytes:

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mcs.errors import InvalidInput
+from mcs.core.errors import InvalidInput
 
 MAX_PATH_CHARS = 200
 MAX_PATH_DEPTH = 8

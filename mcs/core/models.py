@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mcs.errors import InvalidInput
-from mcs.names import validate_category, validate_description, validate_identifier, validate_name, validate_queue
+from mcs.core.errors import InvalidInput
+from mcs.core.names import validate_category, validate_description, validate_identifier, validate_name, validate_queue
 
 MAX_PARAMETERS = 64
 MAX_TYPE_CHARS = 200

@@ -12,7 +12,7 @@ import keyword
 import re
 from typing import Any
 
-from mcs.errors import InvalidInput
+from mcs.core.errors import InvalidInput
 
 NAME_RULE = (
     "use 1-63 characters: a lowercase ASCII letter first, then lowercase letters, digits or '_' "

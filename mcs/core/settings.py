@@ -15,6 +15,7 @@ carry it are built only on demand, with the password percent-encoded, and are ne
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -23,20 +24,23 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from mcs.core.errors import InvalidInput
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REDIS_CONFIG_FILE = PROJECT_ROOT / "Redis" / "redis_config.py"
 MIB = 1024 * 1024
 
 
-def _env(*names: str) -> Any:
-    """Accept the field's own name (explicit values) and its environment variable name(s)."""
-    return AliasChoices(*names)
+def _redis_env(name: str) -> Any:
+    """The seed's Redis variables keep their names (``REDIS_HOST`` ...); every other field is ``MCS_<FIELD>``."""
+    return AliasChoices(name, name.upper())
 
 
 class Settings(BaseSettings):
     """Everything MCS can be configured with. Field docs are the configuration table of the README."""
 
     model_config = SettingsConfigDict(
+        env_prefix="MCS_",
         env_file=PROJECT_ROOT / ".env",
         env_file_encoding="utf-8",
         extra="ignore",
@@ -45,95 +49,101 @@ class Settings(BaseSettings):
     )
 
     # Redis: broker, result backend and task metadata.
-    redis_host: str = Field("127.0.0.1", validation_alias=_env("redis_host", "REDIS_HOST"))
-    redis_port: int = Field(6379, ge=1, le=65535, validation_alias=_env("redis_port", "REDIS_PORT"))
-    redis_password: SecretStr | None = Field(None, validation_alias=_env("redis_password", "REDIS_PASSWORD"))
-    redis_broker_db: int = Field(0, ge=0, validation_alias=_env("redis_broker_db", "REDIS_BROKER_DB"))
-    redis_backend_db: int = Field(1, ge=0, validation_alias=_env("redis_backend_db", "REDIS_BACKEND_DB"))
-    metadata_db: int = Field(0, ge=0, validation_alias=_env("metadata_db", "MCS_METADATA_DB"))
-    metadata_prefix: str = Field(
-        "mcs:", pattern=r"^[A-Za-z0-9_:.-]{1,32}$", validation_alias=_env("metadata_prefix", "MCS_METADATA_PREFIX")
-    )
-    redis_socket_timeout_s: float = Field(
-        5.0, gt=0, validation_alias=_env("redis_socket_timeout_s", "MCS_REDIS_SOCKET_TIMEOUT_S")
-    )
+    redis_host: str = Field("127.0.0.1", validation_alias=_redis_env("redis_host"))
+    redis_port: int = Field(6379, ge=1, le=65535, validation_alias=_redis_env("redis_port"))
+    redis_password: SecretStr | None = Field(None, validation_alias=_redis_env("redis_password"))
+    redis_broker_db: int = Field(0, ge=0, validation_alias=_redis_env("redis_broker_db"))
+    redis_backend_db: int = Field(1, ge=0, validation_alias=_redis_env("redis_backend_db"))
+    metadata_db: int = Field(0, ge=0)
+    metadata_prefix: str = Field("mcs:", pattern=r"^[A-Za-z0-9_:.-]{1,32}$")
+    redis_socket_timeout_s: float = Field(5.0, gt=0)
 
-    log_level: str = Field(
-        "INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", validation_alias=_env("log_level", "MCS_LOG_LEVEL")
-    )
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
     # Celery.
-    deploy_queue: str = Field(
-        "deploy", pattern=r"^[a-z][a-z0-9_]{0,62}$", validation_alias=_env("deploy_queue", "MCS_DEPLOY_QUEUE")
-    )
-    result_expires_s: int = Field(3600, gt=0, validation_alias=_env("result_expires_s", "MCS_RESULT_EXPIRES_S"))
-    task_soft_time_limit_s: int = Field(
-        300, gt=0, validation_alias=_env("task_soft_time_limit_s", "MCS_TASK_SOFT_TIME_LIMIT_S")
-    )
-    task_time_limit_s: int = Field(600, gt=0, validation_alias=_env("task_time_limit_s", "MCS_TASK_TIME_LIMIT_S"))
-    trigger_timeout_s: float = Field(30.0, gt=0, validation_alias=_env("trigger_timeout_s", "MCS_TRIGGER_TIMEOUT_S"))
-    max_payload_bytes: int = Field(1 * MIB, gt=0, validation_alias=_env("max_payload_bytes", "MCS_MAX_PAYLOAD_BYTES"))
+    deploy_queue: str = Field("deploy", pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    result_expires_s: int = Field(3600, gt=0)
+    task_soft_time_limit_s: int = Field(300, gt=0)
+    task_time_limit_s: int = Field(600, gt=0)
+    trigger_timeout_s: float = Field(30.0, gt=0)
+    max_payload_bytes: int = Field(1 * MIB, gt=0)
 
     # Deploy.
-    worker_base_image: str = Field(
-        "mcs-base:bookworm-py311", validation_alias=_env("worker_base_image", "MCS_WORKER_BASE_IMAGE")
-    )
-    generated_tasks_dir: Path = Field(
-        PROJECT_ROOT / "generated_tasks", validation_alias=_env("generated_tasks_dir", "MCS_GENERATED_TASKS_DIR")
-    )
-    deployments_dir: Path = Field(
-        PROJECT_ROOT / "deployments", validation_alias=_env("deployments_dir", "MCS_DEPLOYMENTS_DIR")
-    )
+    worker_base_image: str = "mcs-base:bookworm-py311"
+    generated_tasks_dir: Path = PROJECT_ROOT / "generated_tasks"
+    deployments_dir: Path = PROJECT_ROOT / "deployments"
     state_dir: Path = Field(
-        PROJECT_ROOT / ".mcs",
-        description="local state of make up/demo: embedded Redis data, pid files, logs",
-        validation_alias=_env("state_dir", "MCS_STATE_DIR"),
+        PROJECT_ROOT / ".mcs", description="local state of make up/demo: embedded Redis data, pid files, logs"
     )
-    deploy_timeout_s: float = Field(600.0, gt=0, validation_alias=_env("deploy_timeout_s", "MCS_DEPLOY_TIMEOUT_S"))
+    deploy_timeout_s: float = Field(600.0, gt=0)
     deploy_roots: list[Path] | None = Field(
-        None,
-        description="folders deploy_task may read task folders from (JSON list); default: generated_tasks_dir",
-        validation_alias=_env("deploy_roots", "MCS_DEPLOY_ROOTS"),
+        None, description="folders deploy_task may read task folders from (JSON list); default: generated_tasks_dir"
     )
     deploy_secret: SecretStr | None = Field(
-        None,
-        description="HMAC key that signs deploy messages; created on first use in deploy_secret_file when unset",
-        validation_alias=_env("deploy_secret", "MCS_DEPLOY_SECRET"),
+        None, description="HMAC key that signs deploy messages; created on first use in deploy_secret_file when unset"
     )
-    deploy_secret_file: Path = Field(
-        Path.home() / ".config" / "mcs" / "deploy_secret",
-        validation_alias=_env("deploy_secret_file", "MCS_DEPLOY_SECRET_FILE"),
-    )
-    max_bundle_bytes: int = Field(8 * MIB, gt=0, validation_alias=_env("max_bundle_bytes", "MCS_MAX_BUNDLE_BYTES"))
-    max_file_bytes: int = Field(2 * MIB, gt=0, validation_alias=_env("max_file_bytes", "MCS_MAX_FILE_BYTES"))
-    max_files: int = Field(200, gt=0, validation_alias=_env("max_files", "MCS_MAX_FILES"))
-    allow_custom_dockerfile: bool = Field(
-        False, validation_alias=_env("allow_custom_dockerfile", "MCS_ALLOW_CUSTOM_DOCKERFILE")
-    )
-    keep_versions: int = Field(2, ge=1, validation_alias=_env("keep_versions", "MCS_KEEP_VERSIONS"))
-    health_timeout_s: float = Field(60.0, gt=0, validation_alias=_env("health_timeout_s", "MCS_HEALTH_TIMEOUT_S"))
-    deploy_lock_ttl_s: int = Field(900, gt=0, validation_alias=_env("deploy_lock_ttl_s", "MCS_DEPLOY_LOCK_TTL_S"))
+    deploy_secret_file: Path = Path.home() / ".config" / "mcs" / "deploy_secret"
+    max_bundle_bytes: int = Field(8 * MIB, gt=0)
+    max_file_bytes: int = Field(2 * MIB, gt=0)
+    max_files: int = Field(200, gt=0)
+    max_requirements: int = Field(100, gt=0, description="pinned requirements of one task folder")
+    generated_max_files: int = Field(50, gt=0, description="additional_files of one generate_startMain_code call")
+    generated_max_file_bytes: int = Field(256 * 1024, gt=0, description="bytes of one additional file")
+    allow_custom_dockerfile: bool = False
+    keep_versions: int = Field(2, ge=1)
+    health_timeout_s: float = Field(60.0, gt=0)
+    deploy_lock_ttl_s: int = Field(900, gt=0)
+    deploy_concurrency: int = Field(4, ge=1, le=64, description="deploys the deploy worker runs at once")
 
     # Worker containers: limits (per-task values may ask for less, never more) and network.
-    worker_runtime: str = Field(
-        "auto", pattern=r"^(auto|docker|process)$", validation_alias=_env("worker_runtime", "MCS_WORKER_RUNTIME")
-    )
-    worker_mem_limit_mb: int = Field(
-        256, ge=32, validation_alias=_env("worker_mem_limit_mb", "MCS_WORKER_MEM_LIMIT_MB")
-    )
-    worker_cpus: float = Field(1.0, gt=0, le=64, validation_alias=_env("worker_cpus", "MCS_WORKER_CPUS"))
-    worker_pids_limit: int = Field(128, ge=16, validation_alias=_env("worker_pids_limit", "MCS_WORKER_PIDS_LIMIT"))
+    worker_runtime: str = Field("auto", pattern=r"^(auto|docker|process)$")
+    worker_mem_limit_mb: int = Field(256, ge=32)
+    worker_cpus: float = Field(1.0, gt=0, le=64)
+    worker_pids_limit: int = Field(128, ge=16)
     worker_labels: dict[str, str] = Field(
         default_factory=dict,
         description="extra labels for worker images and containers (JSON object), e.g. to find a test's containers",
-        validation_alias=_env("worker_labels", "MCS_WORKER_LABELS"),
     )
     worker_network: str = Field(
         "host",
         description="Docker network of worker containers: host (reaches a loopback Redis), none, or a network name",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
-        validation_alias=_env("worker_network", "MCS_WORKER_NETWORK"),
     )
+
+    @property
+    def generated_files_limit(self) -> int:
+        """additional_files accepted: a generated folder (plus app, requirements, Dockerfile, README) must deploy."""
+        return max(1, min(self.generated_max_files, self.max_files - 4))
+
+    @property
+    def generated_file_bytes_limit(self) -> int:
+        return min(self.generated_max_file_bytes, self.max_file_bytes)
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        """The environment variable of a field: ``REDIS_HOST`` for the Redis group, ``MCS_<FIELD>`` for the rest."""
+        alias = cls.model_fields[field].validation_alias
+        if isinstance(alias, AliasChoices):
+            return next(str(a) for a in alias.choices if str(a).isupper())
+        return "MCS_" + field.upper()
+
+    def to_environment(self) -> dict[str, str]:
+        """Every field under its environment variable, so a child process built from it sees these very settings
+        whatever source each value came from (secrets included: for child processes only, never for display)."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if isinstance(value, list | dict):
+                env[self.env_name(name)] = json.dumps(value, default=str)
+            elif isinstance(value, bool):
+                env[self.env_name(name)] = "true" if value else "false"
+            else:
+                env[self.env_name(name)] = str(value)
+        return env
 
     @property
     def allowed_deploy_roots(self) -> list[Path]:
@@ -225,8 +235,6 @@ def load_redis_config_file(path: Path) -> dict[str, Any]:
     else:
         config = getattr(module, "DEFAULT_REDIS_CONFIG", {})
     if not isinstance(config, dict):
-        from mcs.errors import InvalidInput
-
         raise InvalidInput("redis_config", str(path), "get_redis_config() must return a dict")
     return config
 

@@ -7,13 +7,18 @@ and the MCP edge turns them into tool results the model can act on.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 
 class MCSError(Exception):
     """Root of every error MCS raises on purpose."""
 
     code = "mcs_error"
+    _by_code: ClassVar[dict[str, type[MCSError]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        MCSError._by_code.setdefault(cls.code, cls)
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -22,6 +27,21 @@ class MCSError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         return {"error": self.code, "message": self.message, **self.details}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MCSError:
+        """The typed error that ``to_dict`` wrote (e.g. a deploy worker's answer): the subclass of its code, with
+        its message and details. A code this side does not know keeps its code on a plain MCSError."""
+        code = str(data.get("error") or DeployError.code)
+        details = {k: v for k, v in data.items() if k not in ("success", "error", "message")}
+        kind = cls._by_code.get(code, MCSError)
+        error = kind.__new__(kind)
+        MCSError.__init__(error, str(data.get("message") or code), **details)
+        if isinstance(error, InvalidInput):
+            error.field, error.rule = details.get("field", ""), details.get("rule", "")
+        if kind is MCSError and code != MCSError.code:
+            error.code = code
+        return error
 
 
 class InvalidInput(MCSError):
@@ -70,6 +90,12 @@ class DeployError(MCSError):
     """A deploy could not complete; details carry the step and the tail of the relevant log."""
 
     code = "deploy_failed"
+
+
+class Unauthorized(MCSError):
+    """A deploy message whose signature, age or shape does not verify."""
+
+    code = "unauthorized"
 
 
 def _shorten(value: Any, limit: int = 80) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from Redis.models import TaskRecord
+from mcs.core.models import TaskRecord
 
 
 class ToolResult(BaseModel):

@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from mcs.errors import InvalidInput, NotFound
-from mcs.paths import check_relative_path, inside
-from mcs.settings import PROJECT_ROOT, Settings
+from mcs.core.errors import InvalidInput, NotFound
+from mcs.core.paths import check_relative_path, inside
+from mcs.core.settings import PROJECT_ROOT, Settings
 
 SKIPPED_DIRS = frozenset({"__pycache__"})
 SKIPPED_SUFFIXES = (".pyc", ".pyo")

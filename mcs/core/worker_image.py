@@ -1,0 +1,85 @@
+"""The worker image contract: what every task worker image provides and how a worker is started.
+
+One definition for the code generator (the folder's ``Dockerfile`` and its syntax check), the base image build,
+the wheelhouse resolver and every runtime: the worker user (uid/gid 10001), the virtualenv at ``/opt/venv``, the
+interpreter version of the base image (Debian bookworm's CPython 3.11.2), the packages pinned into it, and the
+worker's command line.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import string
+
+from mcs.core.errors import InvalidInput
+from mcs.core.names import validate_queue
+from mcs.core.settings import PROJECT_ROOT, Settings
+
+TEMPLATES_DIR = PROJECT_ROOT / "templates"
+
+WORKER_USER = "mcs"
+WORKER_UID = 10001
+WORKER_GID = 10001
+WORKER_USER_SPEC = f"{WORKER_UID}:{WORKER_GID}"
+VENV_DIR = "/opt/venv"
+WORKDIR = "/app"
+#: The base image's interpreter (Debian bookworm): generated code must parse with it, wheels must fit it.
+WORKER_PYTHON = (3, 11)
+WORKER_PYTHON_VERSION = "3.11.2"
+
+#: Python packages installed into /opt/venv of the base image. Changing a pin changes the base image's recipe hash.
+BASE_PINS: tuple[str, ...] = ("celery[redis]==5.7.0", "kombu==5.7.0", "redis==8.1.0")
+#: Packages of the base image (and their dependencies): a task pinning another version would change the worker.
+BASE_IMAGE_PACKAGES = frozenset({"celery", "kombu", "billiard", "vine", "amqp", "redis"})
+#: Modules the worker itself imports: a helper module of the same name next to the app would shadow them.
+WORKER_MODULES = BASE_IMAGE_PACKAGES | frozenset({"click", "dateutil", "tzdata", "sitecustomize", "usercustomize"})
+
+IMAGE_RULE = "an image reference of ASCII letters, digits and . _ / : @ - (e.g. 'mcs-base:bookworm-py311')"
+_IMAGE_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")
+
+
+@functools.cache
+def load_template(name: str) -> string.Template:
+    return string.Template((TEMPLATES_DIR / name).read_text(encoding="utf-8"))
+
+
+def main_file_name(queue: str) -> str:
+    """The worker's app module of a task folder: ``app_{queue}.py``."""
+    return f"app_{queue}.py"
+
+
+def worker_command(queue: str, hostname: str | None = None) -> list[str]:
+    """The task worker's command line: the image's CMD, and what every runtime runs (with its unique hostname).
+
+    prefork with one child: Celery enforces the task time limits only in a pool with child processes. No mingle and
+    no gossip: MCS uses neither (ping and the other remote-control commands work without them), and the worker
+    answers its first ping about a second sooner.
+    """
+    command = [
+        "celery", "-A", f"app_{queue}", "worker", "-Q", queue, "--loglevel", "INFO",
+        "--pool", "prefork", "--concurrency", "1", "--without-mingle", "--without-gossip",
+    ]  # fmt: skip
+    return [*command, "--hostname", hostname] if hostname else command
+
+
+def render_dockerfile(settings: Settings, queue: str, has_requirements: bool) -> str:
+    """The build recipe of a task folder: the code generator writes it for review, the deploy worker builds it.
+
+    With requirements, the build context must hold ``wheelhouse/`` with their wheels: they are installed offline
+    (``--no-index``), without pip's cache, and the wheelhouse is removed from the image's file system.
+    """
+    validate_queue(queue, "queue")
+    image = settings.worker_base_image
+    if not isinstance(image, str) or not _IMAGE_REF.fullmatch(image):
+        raise InvalidInput("worker_base_image", image, IMAGE_RULE)
+    pip = [f"{VENV_DIR}/bin/pip", "install", "--no-index", "--no-cache-dir", "--find-links", f"{WORKDIR}/wheelhouse"]
+    pip += ["-r", f"{WORKDIR}/requirements.txt"]
+    return load_template("Dockerfile.tmpl").substitute(
+        queue=queue,
+        base_image=image,
+        wheelhouse_note=", plus wheelhouse/ (the wheels of requirements.txt)" if has_requirements else "",
+        install_step="RUN " + json.dumps(pip) if has_requirements else "# No requirements to install.",
+        command=json.dumps(worker_command(queue)),
+    )
