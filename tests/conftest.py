@@ -1,4 +1,4 @@
-"""Shared fixtures: a private Redis server per test session, settings pointing at it, a Docker client.
+"""Fixtures (helpers that tests import by name live in ``tests/helpers.py``): a private Redis server per test session, settings pointing at it, a Docker client.
 
 Tiers (markers): ``unit`` needs nothing; ``integration`` uses the Redis server this suite starts itself;
 ``docker`` needs a daemon: skipped with the reason locally when none answers, a failure when MCS_REQUIRE_DOCKER=1.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +16,7 @@ import redis
 
 from mcs.core.settings import Settings
 from Redis.server import LocalRedisServer
-
-TEST_LABEL = "mcs.test"
-REQUIRE_DOCKER = os.environ.get("MCS_REQUIRE_DOCKER") == "1"
+from tests.helpers import REQUIRE_DOCKER, TEST_LABEL, make_settings
 
 
 @pytest.fixture(autouse=True)
@@ -29,18 +26,6 @@ def _isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith(("REDIS_", "MCS_")) and name != "MCS_REQUIRE_DOCKER":
             monkeypatch.delenv(name)
     monkeypatch.setenv("MCS_REDIS_CONFIG_FILE", str(tmp_path / "no_redis_config.py"))
-
-
-def make_settings(tmp_path: Path, **overrides) -> Settings:
-    values = {
-        "generated_tasks_dir": tmp_path / "generated_tasks",
-        "deployments_dir": tmp_path / "deployments",
-        "deploy_secret_file": tmp_path / "deploy_secret",
-        "state_dir": tmp_path / "state",
-        "metadata_prefix": f"mcs-test-{uuid.uuid4().hex[:8]}:",
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 from mcs.core.bundle import BundleFile, bundle_version, parse_files, read_folder, write_bundle
 from mcs.core.errors import InvalidInput, NotFound
 from mcs.core.settings import Settings
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 
 pytestmark = pytest.mark.unit
 

@@ -21,7 +21,7 @@ from mcs.core.celery_app import celery_config
 from mcs.core.errors import Conflict, InvalidInput, MCSError
 from mcs.core.settings import Settings
 from mcs.core.worker_image import render_dockerfile
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 
 pytestmark = [
     pytest.mark.unit,

@@ -24,7 +24,7 @@ from mcs.core.celery_app import celery_task_name, create_celery_app
 from mcs.core.settings import Settings
 from Redis.server import LocalRedisServer
 from tests.celery_worker import WorkerProcess
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from deploy_mcp.process_runtime import ProcessRuntime
 from mcs.core.settings import Settings
 from mcs.demo import QUEUE, TASK, run_demo
 from Redis.registry import TaskRegistry
-from tests.conftest import TEST_LABEL
+from tests.helpers import TEST_LABEL
 
 EXPECTED_TOOLS = [
     "generate_startMain_code",

@@ -28,7 +28,7 @@ from mcs.core.settings import PROJECT_ROOT, Settings
 from mcs.core.signing import deploy_secret, sign
 from Redis.registry import TaskRegistry
 from Redis.server import LocalRedisServer
-from tests.conftest import TEST_LABEL, make_settings
+from tests.helpers import TEST_LABEL, make_settings
 from tests.mcp_clients import data, server_env, stdio_client
 
 pytestmark = pytest.mark.docker

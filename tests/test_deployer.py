@@ -14,8 +14,8 @@ from mcs.core.errors import Conflict, DeployError, InvalidInput, NotFound, Servi
 from mcs.core.settings import Settings
 from Redis.lock import redis_lock
 from Redis.registry import TaskRegistry
-from tests.conftest import make_settings
 from tests.fake_runtime import FakeRuntime
+from tests.helpers import make_settings
 
 pytestmark = pytest.mark.unit
 

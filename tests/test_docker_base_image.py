@@ -28,7 +28,7 @@ from deploy_mcp.base_image import (
 )
 from mcs.core.errors import DeployError, ServiceUnavailable
 from mcs.core.settings import Settings
-from tests.conftest import TEST_LABEL
+from tests.helpers import TEST_LABEL
 
 DEFAULT_BASE_IMAGE = Settings.model_fields["worker_base_image"].default
 

@@ -66,7 +66,7 @@ from mcs.core.celery_app import celery_config, create_celery_app
 from mcs.core.errors import DeployError, InvalidInput, ServiceUnavailable
 from mcs.core.settings import Settings
 from Redis.server import LocalRedisServer
-from tests.conftest import TEST_LABEL, make_settings
+from tests.helpers import TEST_LABEL, make_settings
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from mcp_app import celery_config, celery_task_name, create_celery_app
 from mcs.core.errors import ServiceUnavailable
 from Redis.registry import TaskRegistry
 from Redis.server import LocalRedisServer
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 
 SPECIAL_PASSWORD = "s3/cr@t:p%ss#word"  # pragma: allowlist secret
 

@@ -17,7 +17,7 @@ from mcs.core.settings import Settings
 from Redis.registry import TaskRegistry
 from Redis.server import LocalRedisServer
 from tests.celery_worker import WorkerProcess
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 from tests.mcp_clients import SERVER_SCRIPT, data, server_env, stdio_client
 
 pytestmark = pytest.mark.integration

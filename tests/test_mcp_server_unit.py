@@ -15,7 +15,7 @@ from mcp_server import build_server
 from mcs.core.errors import InvalidInput
 from mcs.services import Services
 from Redis.registry import TaskRegistry
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 from tests.mcp_clients import data, text_json
 
 pytestmark = pytest.mark.unit

@@ -13,7 +13,7 @@ from mcs.core.errors import ServiceUnavailable
 from mcs.core.settings import Settings
 from Redis.registry import LIST_CHUNK, TaskRegistry
 from Redis.server import LocalRedisServer
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 from tests.registry_contract import RegistryContract
 
 

@@ -20,7 +20,7 @@ from mcs.core.celery_app import create_celery_app
 from mcs.core.errors import DeployError
 from mcs.core.settings import Settings
 from Redis.registry import TaskRegistry
-from tests.conftest import TEST_LABEL
+from tests.helpers import TEST_LABEL
 
 QUEUE = "contract_q"
 PARAMS = [{"name": "a", "type": "int"}, {"name": "b", "type": "int"}]

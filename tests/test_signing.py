@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mcs.core.signing import Unauthorized, deploy_secret, sign, verify
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 
 pytestmark = pytest.mark.unit
 

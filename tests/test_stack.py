@@ -14,7 +14,7 @@ import pytest
 from mcs.core.settings import PROJECT_ROOT, Settings
 from mcs.stack import Stack, child_env, port_is_free, redis_answers
 from Redis.registry import TaskRegistry
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 
 
 @pytest.mark.unit
