@@ -1,4 +1,6 @@
-"""Fixtures (helpers that tests import by name live in ``tests/helpers.py``): a private Redis server per test session, settings pointing at it, a Docker client.
+"""Fixtures: a private Redis server per test session, settings pointing at it, a Docker client.
+
+Helpers that tests import by name live in ``tests/helpers.py``.
 
 Tiers (markers): ``unit`` needs nothing; ``integration`` uses the Redis server this suite starts itself;
 ``docker`` needs a daemon: skipped with the reason locally when none answers, a failure when MCS_REQUIRE_DOCKER=1.
