@@ -19,6 +19,11 @@ def make_client(settings: Settings, db: int | None = None) -> redis.Redis:
     return redis.Redis(**settings.redis_kwargs(db))
 
 
+def is_connection_error(exc: BaseException) -> bool:
+    """True for redis-py's connection errors (as raised through Celery's result backend)."""
+    return isinstance(exc, redis.ConnectionError)
+
+
 @contextmanager
 def redis_errors(settings: Settings) -> Iterator[None]:
     """Translate redis-py's connection and auth errors into ServiceUnavailable with the fix in the message."""

@@ -22,6 +22,7 @@ from mcs.core.names import validate_name, validate_queue
 from mcs.core.results import TaskCallResult, TaskSentResult, TaskStatusResult
 from mcs.core.settings import Settings
 from mcs.payload import check_call_arguments
+from Redis.connection import is_connection_error
 from Redis.issued import IssuedTasks
 from Redis.registry import TaskRegistry
 
@@ -210,9 +211,8 @@ class TaskInvoker:
         if isinstance(exc, MCSError):
             return exc
         from kombu.exceptions import OperationalError
-        from redis.exceptions import ConnectionError as RedisConnectionError
 
-        if isinstance(exc, OperationalError | RedisConnectionError | ConnectionError):
+        if isinstance(exc, OperationalError | ConnectionError) or is_connection_error(exc):
             return ServiceUnavailable(
                 f"the Celery broker/backend (Redis at {self.settings.redis_location}) is not reachable: "
                 f"{type(exc).__name__}; start Redis or check REDIS_HOST/REDIS_PORT",
