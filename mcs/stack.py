@@ -219,5 +219,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def up_main() -> int:
+    """``mcs-up``."""
+    return main(["up"])
+
+
+def down_main() -> int:
+    """``mcs-down``."""
+    return main(["down"])
+
+
 if __name__ == "__main__":
     sys.exit(main())

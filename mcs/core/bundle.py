@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mcs.core.errors import InvalidInput, NotFound
 from mcs.core.paths import check_relative_path, inside
-from mcs.core.settings import PROJECT_ROOT, Settings
+from mcs.core.settings import DATA_ROOT, Settings
 
 SKIPPED_DIRS = frozenset({"__pycache__"})
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
@@ -47,7 +47,7 @@ def read_folder(settings: Settings, folder: Path | str) -> list[BundleFile]:
     if not folder.is_absolute():
         # Relative to the project (the seed writes ./generated_tasks/...), else to generated_tasks/: never to the
         # server's working directory, which depends on how the MCP client started it.
-        candidates = [PROJECT_ROOT / folder, settings.generated_tasks_dir / folder]
+        candidates = [DATA_ROOT / folder, settings.generated_tasks_dir / folder]
         folder = next((c for c in candidates if c.exists()), candidates[0])
     real = Path(os.path.realpath(folder))  # resolved once; everything below is checked against this path
     roots = settings.allowed_deploy_roots

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -27,7 +28,18 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from mcs.core.errors import InvalidInput
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_REDIS_CONFIG_FILE = PROJECT_ROOT / "Redis" / "redis_config.py"
+
+
+def _data_root() -> Path:
+    """Where MCS keeps its folders (.env, generated_tasks/, deployments/, .mcs/): the checkout when run from a
+    clone, else (an installed package) ``$XDG_DATA_HOME/mcs`` (default ``~/.local/share/mcs``)."""
+    if (PROJECT_ROOT / "pyproject.toml").is_file():
+        return PROJECT_ROOT
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "mcs"
+
+
+DATA_ROOT = _data_root()
+DEFAULT_REDIS_CONFIG_FILE = DATA_ROOT / "Redis" / "redis_config.py"
 MIB = 1024 * 1024
 
 
@@ -41,7 +53,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix="MCS_",
-        env_file=PROJECT_ROOT / ".env",
+        env_file=DATA_ROOT / ".env",
         env_file_encoding="utf-8",
         extra="ignore",
         populate_by_name=True,
@@ -70,10 +82,10 @@ class Settings(BaseSettings):
 
     # Deploy.
     worker_base_image: str = "mcs-base:bookworm-py311"
-    generated_tasks_dir: Path = PROJECT_ROOT / "generated_tasks"
-    deployments_dir: Path = PROJECT_ROOT / "deployments"
+    generated_tasks_dir: Path = DATA_ROOT / "generated_tasks"
+    deployments_dir: Path = DATA_ROOT / "deployments"
     state_dir: Path = Field(
-        PROJECT_ROOT / ".mcs", description="local state of make up/demo: embedded Redis data, pid files, logs"
+        DATA_ROOT / ".mcs", description="local state of make up/demo: embedded Redis data, pid files, logs"
     )
     deploy_timeout_s: float = Field(600.0, gt=0)
     deploy_roots: list[Path] | None = Field(
@@ -214,8 +226,6 @@ class RedisConfigFileSource(PydanticBaseSettingsSource):
         return None, field_name, False  # unused: __call__ reads the whole file at once
 
     def __call__(self) -> dict[str, Any]:
-        import os
-
         path = Path(os.environ.get("MCS_REDIS_CONFIG_FILE") or DEFAULT_REDIS_CONFIG_FILE)
         if not path.is_file():
             return {}
@@ -241,8 +251,6 @@ def load_redis_config_file(path: Path) -> dict[str, Any]:
 
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings once at start; pass the object down instead of reading globals."""
-    import os
-
     env_file = os.environ.get("MCS_ENV_FILE")
     if env_file and "_env_file" not in overrides:
         overrides["_env_file"] = env_file
