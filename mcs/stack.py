@@ -77,7 +77,9 @@ class Stack:
             )
         # The default port when it is free, so the Claude Desktop block stays the same from one `make up` to the next.
         port = s.redis_port if port_is_free(s.redis_port) else 0
-        self.redis_server = LocalRedisServer(data_dir, port=port, password=None, persist=True).start()
+        self.redis_server = LocalRedisServer(
+            data_dir, port=port, password=None, persist=True, server=s.local_redis_server
+        ).start()
         self.settings = s.model_copy(update={"redis_host": "127.0.0.1", "redis_port": self.redis_server.port})
         self.redis_note = (
             f"embedded Redis ({self.redis_server.kind}) on 127.0.0.1:{self.redis_server.port}, data in {data_dir}"

