@@ -58,7 +58,7 @@ security: $(STAMP)
 	./security_check.sh
 
 base-image: $(STAMP)
-	$(PY) -m deploy_mcp.base_image
+	$(PY) -m deploy_mcp.docker.base_image
 
 bench: $(STAMP)
 	$(PY) bench/bench_mcp.py

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy_mcp.base_image import ensure_base_image
+from deploy_mcp.docker.base_image import ensure_base_image
 from mcs.codegen import generate_task_folder
 from mcs.core.celery_app import create_celery_app
 from mcs.core.settings import Settings

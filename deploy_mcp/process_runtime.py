@@ -20,6 +20,7 @@ import sysconfig
 import uuid
 from pathlib import Path
 
+from deploy_mcp.host_tools import HOST_CA_BUNDLE
 from deploy_mcp.runtime import Artifact, BuildSpec, Progress, RunSpec, WorkerHandle
 from mcs.core.errors import DeployError
 from mcs.core.processes import is_running, start_time, stop_group
@@ -85,7 +86,7 @@ class ProcessRuntime:
 
     def _run(self, command: list[str], step: str) -> str:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "REDIS_", "MCS_"))}
-        env["PIP_CERT"] = os.environ.get("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt")
+        env["PIP_CERT"] = os.environ.get("PIP_CERT", str(HOST_CA_BUNDLE))
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, env=env, check=False)
         except subprocess.TimeoutExpired:

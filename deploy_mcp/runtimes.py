@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 #: name -> "module:class" of each runtime (imported only when chosen: docker-py is not needed for processes).
 RUNTIMES = {
-    "docker": "deploy_mcp.docker_runtime:DockerRuntime",
+    "docker": "deploy_mcp.docker.runtime:DockerRuntime",
     "process": "deploy_mcp.process_runtime:ProcessRuntime",
 }
 
@@ -31,9 +31,9 @@ def runtime_name(settings: Settings) -> str:
     """The configured runtime; ``auto`` -> docker when a Docker daemon answers, else process."""
     if settings.worker_runtime != "auto":
         return settings.worker_runtime
-    from deploy_mcp.docker_runtime import docker_answers
+    from deploy_mcp.docker import client
 
-    if docker_answers():
+    if client.docker_answers():
         return "docker"
     log.warning("no Docker daemon answers: task workers run as local processes (no container isolation)")
     return "process"

@@ -17,17 +17,13 @@ from types import SimpleNamespace
 import docker.errors
 import pytest
 
-from deploy_mcp import base_image
-from deploy_mcp.base_image import (
-    LABEL_BASE,
-    LABEL_RECIPE,
-    PINNED_PACKAGES,
-    chroot_argv,
-    ensure_base_image,
-    recipe_hash,
-)
+from deploy_mcp import host_tools
+from deploy_mcp.docker import base_image, recipe, rootfs
+from deploy_mcp.docker.base_image import ensure_base_image
+from deploy_mcp.docker.recipe import LABEL_BASE, LABEL_RECIPE, chroot_argv, recipe_hash
 from mcs.core.errors import DeployError, ServiceUnavailable
 from mcs.core.settings import Settings
+from mcs.core.worker_image import BASE_PINS
 from tests.helpers import TEST_LABEL
 
 DEFAULT_BASE_IMAGE = Settings.model_fields["worker_base_image"].default
@@ -146,11 +142,11 @@ def test_second_ensure_finds_the_image_and_does_not_rebuild(docker_client, base_
 
 @pytest.mark.unit
 def test_recipe_hash_is_stable_and_changes_with_the_pins():
-    assert recipe_hash() == recipe_hash(PINNED_PACKAGES)
-    bumped = tuple(p.replace("celery[redis]==5.7.0", "celery[redis]==5.7.1") for p in PINNED_PACKAGES)
-    assert bumped != PINNED_PACKAGES
+    assert recipe_hash() == recipe_hash(BASE_PINS)
+    bumped = tuple(p.replace("celery[redis]==5.7.0", "celery[redis]==5.7.1") for p in BASE_PINS)
+    assert bumped != BASE_PINS
     assert recipe_hash(bumped) != recipe_hash()
-    assert f"LABEL {LABEL_RECIPE}={recipe_hash()}" in base_image.import_changes()
+    assert f"LABEL {LABEL_RECIPE}={recipe_hash()}" in recipe.import_changes()
 
 
 @pytest.mark.unit
@@ -160,7 +156,7 @@ def test_chroot_command_is_an_argument_list_with_a_clean_environment(monkeypatch
     monkeypatch.setenv("PYTHONPATH", "/host/lib")
     monkeypatch.delenv("https_proxy", raising=False)
     monkeypatch.delenv("HTTPS_PROXY", raising=False)
-    argv = chroot_argv(Path("/tmp/root dir"), *base_image.pip_install_argv())
+    argv = chroot_argv(Path("/tmp/root dir"), *recipe.pip_install_argv())
     assert isinstance(argv, list) and all(isinstance(a, str) for a in argv)
     assert argv[:4] == ["chroot", "/tmp/root dir", "/usr/bin/env", "-i"]
     assert "PATH=/usr/bin:/bin" in argv and "HOME=/root" in argv
@@ -168,7 +164,7 @@ def test_chroot_command_is_an_argument_list_with_a_clean_environment(monkeypatch
     pip = argv[argv.index("/opt/venv/bin/python") :]
     assert pip[:4] == ["/opt/venv/bin/python", "-m", "pip", "install"]
     assert "--isolated" in pip and "--no-cache-dir" in pip
-    assert pip[-len(PINNED_PACKAGES) :] == list(PINNED_PACKAGES)
+    assert pip[-len(BASE_PINS) :] == list(BASE_PINS)
     # A proxy (needed on proxied networks) is the only thing forwarded.
     assert "https_proxy=http://proxy:3128" in chroot_argv(
         Path("/r"), "true", environ={"https_proxy": "http://proxy:3128"}
@@ -177,12 +173,12 @@ def test_chroot_command_is_an_argument_list_with_a_clean_environment(monkeypatch
 
 @pytest.mark.unit
 def test_import_changes_set_the_environment_and_labels():
-    changes = base_image.import_changes()
+    changes = recipe.import_changes()
     assert "ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" in changes
     assert {"ENV HOME=/tmp", "ENV PYTHONDONTWRITEBYTECODE=1", "ENV PYTHONUNBUFFERED=1", "LABEL mcs.base=1"} <= set(
         changes
     )
-    assert base_image.tar_argv(Path("/x"))[:1] == ["tar"]
+    assert recipe.tar_argv(Path("/x"))[:1] == ["tar"]
 
 
 @pytest.mark.unit
@@ -192,8 +188,8 @@ def test_add_worker_user_appends_once(tmp_path):
     (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
     (etc / "group").write_text("root:x:0:")  # no trailing newline
     (etc / "shadow").write_text("root:*:19000:0:99999:7:::\n")
-    base_image.add_worker_user(tmp_path)
-    base_image.add_worker_user(tmp_path)
+    rootfs.add_worker_user(tmp_path)
+    rootfs.add_worker_user(tmp_path)
     assert (etc / "passwd").read_text().splitlines()[-1] == "mcs:x:10001:10001:MCS worker:/tmp:/usr/sbin/nologin"
     assert (etc / "group").read_text().splitlines() == ["root:x:0:", "mcs:x:10001:"]
     assert (etc / "shadow").read_text().count("mcs:") == 1
@@ -207,7 +203,7 @@ def test_add_worker_user_refuses_a_taken_uid(tmp_path):
     (etc / "passwd").write_text("other:x:10001:10001::/:/bin/sh\n")
     (etc / "group").write_text("")
     with pytest.raises(DeployError, match="10001"):
-        base_image.add_worker_user(tmp_path)
+        rootfs.add_worker_user(tmp_path)
 
 
 @pytest.mark.unit
@@ -222,7 +218,7 @@ def test_mounts_under_compares_path_components_and_unescapes():
             "34 22 0:9 / /tmp/build/with\\040space rw - tmpfs t rw",
         ]
     )
-    assert base_image.mounts_under(Path("/tmp/build"), mountinfo) == [
+    assert rootfs.mounts_under(Path("/tmp/build"), mountinfo) == [
         "/tmp/build/rootfs/dev/pts",
         "/tmp/build/rootfs/proc",
         "/tmp/build/rootfs/dev",
@@ -234,11 +230,11 @@ def test_mounts_under_compares_path_components_and_unescapes():
 def test_failed_command_becomes_deploy_error_with_output_tail():
     argv = [sys.executable, "-c", "print('x' * 5000); print('the real reason'); raise SystemExit(3)"]
     with pytest.raises(DeployError) as info:
-        base_image._run("probe", argv, timeout=30)
+        host_tools.run("probe", argv, timeout=30)
     assert info.value.details["returncode"] == 3
     assert info.value.details["command"] == argv
     tail = info.value.details["output_tail"]
-    assert "the real reason" in tail and len(tail) <= base_image.OUTPUT_TAIL_CHARS + 3
+    assert "the real reason" in tail and len(tail) <= host_tools.OUTPUT_TAIL_CHARS + 3
 
 
 class FakeImages:
@@ -292,6 +288,6 @@ def test_registry_image_is_pulled_and_a_failed_pull_says_how_to_fix_it():
 
 @pytest.mark.unit
 def test_split_image_ref_keeps_registry_ports():
-    assert base_image.split_image_ref("mcs-base:bookworm-py311") == ("mcs-base", "bookworm-py311")
-    assert base_image.split_image_ref("localhost:5000/py") == ("localhost:5000/py", "latest")
-    assert base_image.split_image_ref("localhost:5000/py:3.12") == ("localhost:5000/py", "3.12")
+    assert recipe.split_image_ref("mcs-base:bookworm-py311") == ("mcs-base", "bookworm-py311")
+    assert recipe.split_image_ref("localhost:5000/py") == ("localhost:5000/py", "latest")
+    assert recipe.split_image_ref("localhost:5000/py:3.12") == ("localhost:5000/py", "3.12")

@@ -1,4 +1,4 @@
-"""DockerRuntime end to end (build, hardened start, Celery round trip, state, logs, removal) and the wheelhouse.
+"""DockerRuntime end to end (build, hardened start, Celery round trip, state, logs, removal) and its pure parts.
 
 ``docker`` tests need a daemon and the package index (requirements are resolved from PyPI); ``unit`` tests need
 nothing. Every container and image a test makes carries the label ``mcs.test=1`` and is removed in ``finally``.
@@ -23,27 +23,21 @@ from typing import Any
 import docker.errors
 import pytest
 
-from deploy_mcp import wheelhouse
-from deploy_mcp.base_image import ensure_base_image
-from deploy_mcp.docker_runtime import (
+from deploy_mcp.docker.base_image import ensure_base_image
+from deploy_mcp.docker.containers import (
     EXITED,
     LABEL_ARTIFACT,
     LABEL_HOSTNAME,
-    LOGS_MAX_CHARS,
     MISSING,
-    REDACTED,
     RESTARTING,
     RUNNING,
-    TMPFS,
-    DockerRuntime,
     container_name,
     image_tag,
     is_mcs_worker,
-    redact,
-    secret_values,
     state_from_attrs,
-    worker_command,
 )
+from deploy_mcp.docker.redaction import REDACTED, redact, secret_values
+from deploy_mcp.docker.runtime import LOGS_MAX_CHARS, TMPFS, DockerRuntime
 from deploy_mcp.runtime import (
     LABEL_MANAGED,
     LABEL_QUEUE,
@@ -54,17 +48,10 @@ from deploy_mcp.runtime import (
     RunSpec,
     WorkerHandle,
 )
-from deploy_mcp.wheelhouse import (
-    MCS_BASE_TARGET,
-    TargetPython,
-    host_pip_download_argv,
-    pip_environment,
-    prepare_wheelhouse,
-    validate_requirements,
-)
 from mcs.core.celery_app import celery_config, create_celery_app
 from mcs.core.errors import DeployError, InvalidInput, ServiceUnavailable
 from mcs.core.settings import Settings
+from mcs.core.worker_image import worker_command
 from Redis.server import LocalRedisServer
 from tests.helpers import TEST_LABEL, make_settings
 
@@ -674,163 +661,7 @@ def test_remove_artifact_refuses_foreign_images_and_containers(
         docker_client.images.get(tag)
 
 
-@pytest.mark.docker
-def test_both_resolvers_include_the_marker_dependency(docker_client, base_ready: str, tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-    timings = {}
-    results = {}
-    for mode, kwargs in (
-        ("host", {}),
-        ("container", {"base_image": BASE_IMAGE, "client": docker_client, "extra_labels": {TEST_LABEL: "1"}}),
-    ):
-        started = time.monotonic()
-        results[mode] = prepare_wheelhouse(["redis==5.0.8"], tmp_path / mode, cache_dir=cache, **kwargs)
-        timings[mode] = time.monotonic() - started
-    logger.info("wheelhouse resolution: %s", {k: f"{v:.2f} s" for k, v in timings.items()})
-    for wheels in results.values():
-        assert [w.split("-")[0] for w in wheels] == ["async_timeout", "redis"], wheels
-    assert sorted(p.name for p in (tmp_path / "container").iterdir()) == results["container"]
-    assert docker_client.containers.list(all=True, filters={"label": "mcs.role=wheelhouse"}) == []
-
-
-@pytest.mark.docker
-def test_wheelhouse_cache_hit_needs_no_resolution(
-    docker_client, base_ready: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cache = tmp_path / "cache"
-    kwargs = {"cache_dir": cache, "base_image": BASE_IMAGE, "client": docker_client, "extra_labels": {TEST_LABEL: "1"}}
-    first = prepare_wheelhouse(["six==1.16.0"], tmp_path / "a", **kwargs)  # needs the package index
-
-    def no_resolution(*args: Any, **kw: Any) -> Any:
-        raise AssertionError("pip must not run on a cache hit")
-
-    monkeypatch.setattr(wheelhouse._ContainerResolver, "download", no_resolution)
-    started = time.monotonic()
-    assert prepare_wheelhouse(["six==1.16.0"], tmp_path / "b", **kwargs) == first
-    logger.info("wheelhouse from the cache: %.3f s", time.monotonic() - started)
-    assert (tmp_path / "b" / first[0]).read_bytes() == (tmp_path / "a" / first[0]).read_bytes()
-    (cache / "wheels" / first[0]).write_bytes(b"tampered")
-    with pytest.raises(AssertionError, match="must not run"):  # a changed cache file is not trusted
-        prepare_wheelhouse(["six==1.16.0"], tmp_path / "c", **kwargs)
-
-
-@pytest.mark.docker
-def test_unresolvable_requirement_is_a_deploy_error(runtime: DockerRuntime, tmp_path: Path) -> None:
-    with pytest.raises(DeployError) as caught:
-        prepare_wheelhouse(
-            ["mcs-no-such-package-4f1e==0.0.1"],
-            tmp_path / "w",
-            cache_dir=tmp_path / "cache",
-            base_image=BASE_IMAGE,
-            client=runtime.client,
-            extra_labels={TEST_LABEL: "1"},
-        )
-    assert caught.value.details["step"] == "wheelhouse"
-    assert "mcs-no-such-package-4f1e" in caught.value.details["output_tail"]
-
-
 # --- unit ----------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize(
-    ("line", "expected"),
-    [
-        ("six==1.16.0", "six==1.16.0"),
-        ("  requests[socks, security]==2.32.3  ", "requests[security,socks]==2.32.3"),
-        ("torch==2.13.0+cpu", "torch==2.13.0+cpu"),
-        ("zope.interface==6.4.post2", "zope.interface==6.4.post2"),
-        ("Pillow == 10.4.0", "Pillow==10.4.0"),
-    ],
-)
-def test_valid_requirement_lines(line: str, expected: str) -> None:
-    assert validate_requirements([line, "", "# comment"]) == [expected]
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize(
-    "line",
-    [
-        "-e .",
-        "--index-url https://evil.example/simple",
-        "-r other.txt",
-        "--find-links /tmp",
-        "six",
-        "six>=1.0",
-        "six==1.*",
-        "six~=1.16",
-        "six==1.16.0; python_version < '3.12'",
-        "six @ https://evil.example/six.whl",
-        "https://evil.example/six-1.16.0.whl",
-        "./local/pkg",
-        "/abs/six-1.16.0-py3-none-any.whl",
-        "six==1.16.0 --hash=sha256:abc",
-        "six==1.16.0 && rm -rf /",
-        "six==1.16.0\x00",
-        "x" * 300 + "==1.0",
-    ],
-)
-def test_invalid_requirement_lines_are_refused(line: str) -> None:
-    with pytest.raises(InvalidInput) as caught:
-        validate_requirements([line])
-    assert caught.value.field == "requirements line 1"
-
-
-@pytest.mark.unit
-def test_requirement_lines_must_be_strings() -> None:
-    with pytest.raises(InvalidInput):
-        validate_requirements([b"six==1.16.0"])  # type: ignore[list-item]
-
-
-@pytest.mark.unit
-def test_target_is_the_base_image_interpreter() -> None:
-    env = MCS_BASE_TARGET.marker_environment()
-    assert env["python_full_version"] == "3.11.2"
-    assert env["python_version"] == "3.11"
-    assert env["implementation_version"] == "3.11.2"
-    assert MCS_BASE_TARGET.abi == "cp311"
-    target = TargetPython(machine="x86_64")
-    platforms = target.platforms()
-    assert platforms[0] == "manylinux_2_36_x86_64"
-    assert "manylinux_2_17_x86_64" in platforms
-    assert "manylinux2014_x86_64" in platforms
-    assert platforms[-1] == "linux_x86_64"
-    assert all(p.endswith("_aarch64") for p in TargetPython(machine="aarch64").platforms())
-    args = target.pip_args()
-    assert args[:6] == ["--python-version", "3.11.2", "--implementation", "cp", "--abi", "cp311"]
-
-
-@pytest.mark.unit
-def test_host_pip_command_is_an_argument_list_for_the_target(tmp_path: Path) -> None:
-    argv = host_pip_download_argv(tmp_path / "r.txt", tmp_path / "w", TargetPython(machine="x86_64"))
-    assert all(isinstance(a, str) for a in argv)
-    assert argv[1] == "-c"
-    assert json.loads(argv[3])["python_full_version"] == "3.11.2"
-    assert argv[4] == "download"
-    for flag in ("--isolated", "--only-binary=:all:", "--no-input"):
-        assert flag in argv
-    assert argv[argv.index("--python-version") + 1] == "3.11.2"
-    assert argv[argv.index("-r") + 1] == str(tmp_path / "r.txt")
-    if wheelhouse.HOST_CA_BUNDLE.is_file():
-        assert argv[argv.index("--cert") + 1] == str(wheelhouse.HOST_CA_BUNDLE)
-
-
-@pytest.mark.unit
-def test_pip_environment_drops_host_pip_settings() -> None:
-    env = pip_environment(
-        {
-            "PIP_FIND_LINKS": "/opt/wheels",
-            "PIP_INDEX_URL": "https://evil.example",
-            "PIP_CONSTRAINT": "/etc/c.txt",
-            "HOME": "/root",
-            "https_proxy": "http://127.0.0.1:3128",
-            "AWS_SECRET_ACCESS_KEY": "x",
-        }
-    )
-    assert env["PIP_CONFIG_FILE"] == "/dev/null"
-    assert not [k for k in env if k.startswith("PIP_") and k != "PIP_CONFIG_FILE"]
-    assert env["https_proxy"] == "http://127.0.0.1:3128"
-    assert "AWS_SECRET_ACCESS_KEY" not in env
 
 
 @pytest.mark.unit

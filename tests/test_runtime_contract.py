@@ -30,7 +30,7 @@ def make_runtime(kind: str, settings: Settings, request: pytest.FixtureRequest):
     if kind == "process":
         return ProcessRuntime(settings)
     request.getfixturevalue("docker_client")  # skips, or fails under MCS_REQUIRE_DOCKER=1, without a daemon
-    from deploy_mcp.docker_runtime import DockerRuntime
+    from deploy_mcp.docker.runtime import DockerRuntime
 
     return DockerRuntime(settings)
 
