@@ -17,21 +17,18 @@ deployment serving; the error says which step failed and carries the tail of the
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 import shutil
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deploy_mcp.health import Probe, Timings, registered_tasks, wait_healthy
 from deploy_mcp.runtime import Artifact, BuildSpec, Progress, RunSpec, WorkerHandle, WorkerRuntime
-from mcs.core.bundle import BundleFile, bundle_version, parse_files, write_bundle
-from mcs.core.celery_app import celery_task_name
+from deploy_mcp.versions import VersionFolders
+from mcs.core.bundle import BundleFile, bundle_version, parse_files
 from mcs.core.errors import Conflict, DeployError, InvalidInput, MCSError, NotFound
 from mcs.core.models import DeploymentInfo, TaskRecord, parse_model
 from mcs.core.requirements import check_requirements
@@ -46,33 +43,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# (celery hostname, timeout_s) -> the task names the worker registers, or None when it did not answer in time
-Probe = Callable[[str, float], list[str] | None]
-STAGING = ".staging"
+__all__ = ["Deployer", "Probe", "registered_tasks"]
+
 MAX_LOG_LINES = 500
-
-
-def registered_tasks(app: Any, hostname: str, timeout_s: float) -> list[str] | None:
-    """The Probe of a real Celery worker: the task names it registers, from ``inspect().registered()``."""
-    replies = app.control.inspect(destination=[hostname], timeout=timeout_s, limit=1).registered()
-    return None if not replies or hostname not in replies else list(replies[hostname])
-
-
-class Timings:
-    def __init__(self) -> None:
-        self.ms: dict[str, float] = {}
-        self._start = time.perf_counter()
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.ms[name] = round((time.perf_counter() - start) * 1000, 1)
-
-    def total(self) -> None:
-        self.ms["total"] = round((time.perf_counter() - self._start) * 1000, 1)
 
 
 class Deployer:
@@ -88,6 +61,7 @@ class Deployer:
         self.registry = registry
         self.runtime = runtime
         self.probe = probe
+        self.folders = VersionFolders(settings, runtime)
         self._broker = broker
 
     # -- deploy -----------------------------------------------------------------------------------------------
@@ -111,7 +85,7 @@ class Deployer:
                 return self._result(record, reused, version, True, source, timings, "already running")
             say(f"staging version {version}")
             with timings.step("stage"):
-                folder, created = self._place(files, task, queue, version)
+                folder, created = self.folders.place(files, task, queue, version)
             handle: WorkerHandle | None = None
             artifact: Artifact | None = None
             try:
@@ -125,7 +99,7 @@ class Deployer:
                     handle = self.runtime.start(self._run_spec(task, queue, version, artifact))
                 say("waiting for the worker to answer")
                 with timings.step("health"):
-                    self._wait_healthy(handle, task)
+                    wait_healthy(self.runtime, self.probe, handle, task, self.settings.health_timeout_s)
                 deployment = DeploymentInfo(
                     deployment_id=str(uuid.uuid4()),
                     version=version,
@@ -148,7 +122,7 @@ class Deployer:
                 # The new version serves and is registered: a failure from here on is a warning, not a failure.
                 for step in (
                     lambda: self._retire(task, keep=handle, old=current),
-                    lambda: self._prune(task, queue, version),
+                    lambda: self.folders.prune(task, queue, version),
                 ):
                     try:
                         step()
@@ -197,34 +171,6 @@ class Deployer:
                 return handle
         return None
 
-    def _place(self, files: list[BundleFile], task: str, queue: str, version: str) -> tuple[Path, bool]:
-        """The version's folder; written through a staging folder and one rename. Returns (folder, created)."""
-        folder = self._task_dir(task, queue) / version
-        if folder.is_dir():  # content-addressed: an existing folder of this version holds these very files
-            return folder, False
-        staging = self.settings.deployments_dir / STAGING / f"{task}-{uuid.uuid4().hex}"
-        staging.parent.mkdir(parents=True, exist_ok=True)
-        self._sweep_staging(staging.parent)
-        try:
-            write_bundle(files, staging)
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            staging.rename(folder)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return folder, True
-
-    def _sweep_staging(self, staging_root: Path) -> None:
-        """Staging folders older than the lock TTL belong to a deploy worker that died mid-write: remove them."""
-        cutoff = time.time() - self.settings.deploy_lock_ttl_s
-        for leftover in staging_root.iterdir():
-            with contextlib.suppress(OSError):
-                if leftover.stat().st_mtime < cutoff:
-                    shutil.rmtree(leftover, ignore_errors=True)
-
-    def _task_dir(self, task: str, queue: str) -> Path:
-        return self.settings.deployments_dir / f"{task}_{queue}"
-
     def _dockerfile(self, files: list[BundleFile], queue: str) -> tuple[str, str]:
         paths = {f.path for f in files}
         shipped = next((f for f in files if f.path == "Dockerfile"), None)
@@ -265,31 +211,6 @@ class Deployer:
             pids_limit=s.worker_pids_limit,
             network=s.worker_network,
             extra_labels=dict(s.worker_labels),
-        )
-
-    def _wait_healthy(self, handle: WorkerHandle, task: str) -> None:
-        """Until the deadline: the worker must stay alive and answer with the task among its registered ones."""
-        deadline = time.monotonic() + self.settings.health_timeout_s
-        wanted = celery_task_name(task)
-        while time.monotonic() < deadline:
-            state = self.runtime.state(handle)
-            if state in ("EXITED", "MISSING", "RESTARTING"):
-                raise DeployError(
-                    f"the new worker stopped before answering (state {state}): see log_tail", step="health"
-                )
-            registered = self.probe(handle.hostname, 0.5)
-            if registered is not None:
-                if wanted in registered:
-                    return
-                raise DeployError(
-                    f"the new worker answers but does not define {wanted}: does app_{{queue}}.py declare "
-                    f"@celery_app.task(name={wanted!r})? It registers: {sorted(registered)[:10]}",
-                    step="health",
-                )
-        raise DeployError(
-            f"the new worker did not answer within {self.settings.health_timeout_s:g} s "
-            "(MCS_HEALTH_TIMEOUT_S): see log_tail",
-            step="health",
         )
 
     def _discard(
@@ -345,34 +266,7 @@ class Deployer:
             if handle.id != keep.id:
                 self.runtime.remove(handle)
         if old is not None and old.queue != keep.queue:  # the task moved queues: its old folders go too
-            self._remove_versions(old.name, old.queue, keep=None)
-
-    def _prune(self, task: str, queue: str, keep: str) -> None:
-        task_dir = self._task_dir(task, queue)
-        versions = sorted(
-            (p for p in task_dir.iterdir() if p.is_dir() and p.name != keep),
-            key=lambda p: p.stat().st_mtime,
-            reverse=True,
-        )
-        for old in versions[max(0, self.settings.keep_versions - 1) :]:
-            self._remove_version(task, old)
-
-    def _remove_versions(self, task: str, queue: str, keep: str | None) -> list[str]:
-        task_dir = self._task_dir(task, queue)
-        removed = []
-        if task_dir.is_dir():
-            for folder in task_dir.iterdir():
-                if folder.is_dir() and folder.name != keep:
-                    removed.append(self._remove_version(task, folder))
-            if keep is None:
-                shutil.rmtree(task_dir, ignore_errors=True)
-        return removed
-
-    def _remove_version(self, task: str, folder: Path) -> str:
-        ref = self.runtime.artifact_ref(task, folder.name)
-        self.runtime.remove_artifact(ref)
-        shutil.rmtree(folder, ignore_errors=True)
-        return ref
+            self.folders.remove_versions(old.name, old.queue, keep=None)
 
     def _result(
         self,
@@ -418,8 +312,8 @@ class Deployer:
                 self.runtime.remove(handle)
                 removed.append(f"worker {handle.name}")
             if record is not None:
-                removed += [f"image {ref}" for ref in self._remove_versions(task_name, record.queue, keep=None)]
-                removed.append(f"folder {self._task_dir(task_name, record.queue)}")
+                removed += [f"image {ref}" for ref in self.folders.remove_versions(task_name, record.queue, keep=None)]
+                removed.append(f"folder {self.folders.task_dir(task_name, record.queue)}")
                 self.registry.remove(task_name)
                 removed.append("registry entry")
                 removed.append(f"queue {record.queue}" if self._purge_queue(record.queue) else "queue (was empty)")

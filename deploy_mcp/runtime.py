@@ -1,6 +1,6 @@
 """What the deploy worker needs from a worker runtime, whatever runs the task's Celery worker.
 
-Two runtimes implement it: ``docker_runtime.DockerRuntime`` (a hardened container per task version) and, where
+Two runtimes implement it: ``docker.runtime.DockerRuntime`` (a hardened container per task version) and, where
 no Docker daemon answers, a local process runtime (a ``celery worker`` subprocess, no container isolation). Both
 pass one contract test. The orchestration (staging, versions, health checks, blue-green, registry) lives in
 ``deploy_mcp/deployer.py`` and talks only to this interface.

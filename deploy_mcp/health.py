@@ -1,0 +1,62 @@
+"""Is a new worker healthy: alive in its runtime and answering, over Celery, with its task among its registered
+ones. Also the per-step timings every deploy result reports."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from deploy_mcp.runtime import WorkerHandle, WorkerRuntime
+from mcs.core.celery_app import celery_task_name
+from mcs.core.errors import DeployError
+
+# (celery hostname, timeout_s) -> the task names the worker registers, or None when it did not answer in time
+Probe = Callable[[str, float], list[str] | None]
+
+
+def registered_tasks(app: Any, hostname: str, timeout_s: float) -> list[str] | None:
+    """The Probe of a real Celery worker: the task names it registers, from ``inspect().registered()``."""
+    replies = app.control.inspect(destination=[hostname], timeout=timeout_s, limit=1).registered()
+    return None if not replies or hostname not in replies else list(replies[hostname])
+
+
+class Timings:
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = round((time.perf_counter() - start) * 1000, 1)
+
+    def total(self) -> None:
+        self.ms["total"] = round((time.perf_counter() - self._start) * 1000, 1)
+
+
+def wait_healthy(runtime: WorkerRuntime, probe: Probe, handle: WorkerHandle, task: str, timeout_s: float) -> None:
+    """Until the deadline: the worker must stay alive and answer with the task among its registered ones."""
+    deadline = time.monotonic() + timeout_s
+    wanted = celery_task_name(task)
+    while time.monotonic() < deadline:
+        state = runtime.state(handle)
+        if state in ("EXITED", "MISSING", "RESTARTING"):
+            raise DeployError(f"the new worker stopped before answering (state {state}): see log_tail", step="health")
+        registered = probe(handle.hostname, 0.5)
+        if registered is not None:
+            if wanted in registered:
+                return
+            raise DeployError(
+                f"the new worker answers but does not define {wanted}: does app_{{queue}}.py declare "
+                f"@celery_app.task(name={wanted!r})? It registers: {sorted(registered)[:10]}",
+                step="health",
+            )
+    raise DeployError(
+        f"the new worker did not answer within {timeout_s:g} s (MCS_HEALTH_TIMEOUT_S): see log_tail",
+        step="health",
+    )

@@ -1,0 +1,77 @@
+"""The deployment folders of a task: ``deployments/{task}_{queue}/{version}``, written through a staging folder
+and one rename (no reader sees a half-written version), pruned to ``keep_versions``, removed with their artefacts."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from deploy_mcp.runtime import WorkerRuntime
+from mcs.core.bundle import BundleFile, write_bundle
+from mcs.core.settings import Settings
+
+STAGING = ".staging"
+
+
+class VersionFolders:
+    def __init__(self, settings: Settings, runtime: WorkerRuntime) -> None:
+        self.settings = settings
+        self.runtime = runtime
+
+    def task_dir(self, task: str, queue: str) -> Path:
+        return self.settings.deployments_dir / f"{task}_{queue}"
+
+    def place(self, files: list[BundleFile], task: str, queue: str, version: str) -> tuple[Path, bool]:
+        """The version's folder; written through a staging folder and one rename. Returns (folder, created)."""
+        folder = self.task_dir(task, queue) / version
+        if folder.is_dir():  # content-addressed: an existing folder of this version holds these very files
+            return folder, False
+        staging = self.settings.deployments_dir / STAGING / f"{task}-{uuid.uuid4().hex}"
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        self.sweep_staging(staging.parent)
+        try:
+            write_bundle(files, staging)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            staging.rename(folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return folder, True
+
+    def sweep_staging(self, staging_root: Path) -> None:
+        """Staging folders older than the lock TTL belong to a deploy worker that died mid-write: remove them."""
+        cutoff = time.time() - self.settings.deploy_lock_ttl_s
+        for leftover in staging_root.iterdir():
+            with contextlib.suppress(OSError):
+                if leftover.stat().st_mtime < cutoff:
+                    shutil.rmtree(leftover, ignore_errors=True)
+
+    def prune(self, task: str, queue: str, keep: str) -> None:
+        task_dir = self.task_dir(task, queue)
+        versions = sorted(
+            (p for p in task_dir.iterdir() if p.is_dir() and p.name != keep),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        for old in versions[max(0, self.settings.keep_versions - 1) :]:
+            self.remove_version(task, old)
+
+    def remove_versions(self, task: str, queue: str, keep: str | None) -> list[str]:
+        task_dir = self.task_dir(task, queue)
+        removed = []
+        if task_dir.is_dir():
+            for folder in task_dir.iterdir():
+                if folder.is_dir() and folder.name != keep:
+                    removed.append(self.remove_version(task, folder))
+            if keep is None:
+                shutil.rmtree(task_dir, ignore_errors=True)
+        return removed
+
+    def remove_version(self, task: str, folder: Path) -> str:
+        ref = self.runtime.artifact_ref(task, folder.name)
+        self.runtime.remove_artifact(ref)
+        shutil.rmtree(folder, ignore_errors=True)
+        return ref
