@@ -13,10 +13,27 @@ import redis
 
 from mcs.core.errors import ServiceUnavailable
 from mcs.core.settings import Settings
+from Redis.keys import Keys
 
 
 def make_client(settings: Settings, db: int | None = None) -> redis.Redis:
     return redis.Redis(**settings.redis_kwargs(db))
+
+
+class RedisStore:
+    """What every store of ``Redis/`` shares: the settings, the key schema, and a client made on first use (or
+    the one given, e.g. fakeredis in unit tests)."""
+
+    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.metadata_prefix)
+        self._client = client
+
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self._client = make_client(self.settings)
+        return self._client
 
 
 def is_connection_error(exc: BaseException) -> bool:

@@ -3,25 +3,10 @@ the deploy messages it accepted (so a copied message cannot be replayed)."""
 
 from __future__ import annotations
 
-import redis
-
-from mcs.core.settings import Settings
-from Redis.connection import make_client, redis_errors
-from Redis.keys import Keys
+from Redis.connection import RedisStore, redis_errors
 
 
-class DeployWorkerState:
-    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
-        self.settings = settings
-        self.keys = Keys(settings.metadata_prefix)
-        self._client = client
-
-    @property
-    def client(self) -> redis.Redis:
-        if self._client is None:
-            self._client = make_client(self.settings)
-        return self._client
-
+class DeployWorkerState(RedisStore):
     # -- heartbeat --------------------------------------------------------------------------------------------
 
     def beat(self, ttl_s: int) -> None:

@@ -7,29 +7,18 @@ import json
 import time
 from typing import Any
 
-import redis
-
-from mcs.core.settings import Settings
-from Redis.connection import make_client, redis_errors
-from Redis.keys import Keys
+from Redis.connection import RedisStore, redis_errors
 
 
-class IssuedTasks:
-    """``mcs:issued:{task_id}`` -> {task_name, queue, sent_at}, with a TTL of ``result_expires_s``."""
+class IssuedTasks(RedisStore):
+    """``mcs:issued:{task_id}`` -> {task_name, queue, sent_at, key_prefix}, with a TTL of ``result_expires_s``."""
 
-    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
-        self.settings = settings
-        self.keys = Keys(settings.metadata_prefix)
-        self._client = client
-
-    @property
-    def client(self) -> redis.Redis:
-        if self._client is None:
-            self._client = make_client(self.settings)
-        return self._client
-
-    def remember(self, task_id: str, task_name: str, queue: str) -> None:
-        issued = json.dumps({"task_name": task_name, "queue": queue, "sent_at": time.time()})
+    def remember(self, task_id: str, task_name: str, queue: str, key_prefix: str = "") -> None:
+        """``key_prefix``: where the task's result will be (its deployment's prefix when it was sent)."""
+        issued = {"task_name": task_name, "queue": queue, "sent_at": time.time()}
+        if key_prefix:
+            issued["key_prefix"] = key_prefix
+        issued = json.dumps(issued)
         with redis_errors(self.settings):
             self.client.set(self.keys.issued(task_id), issued, ex=self.settings.result_expires_s)
 

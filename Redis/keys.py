@@ -29,6 +29,10 @@ class Keys:
         """SET of the categories that have at least one task (so listing them needs no KEYS)."""
         return f"{self.prefix}categories"
 
+    def queue_owner(self, queue: str) -> str:
+        """STRING: the name of the deployed task whose worker serves ``queue`` (one deployed task per queue)."""
+        return f"{self.prefix}queue_owner:{queue}"
+
     def issued(self, task_id: str) -> str:
         """STRING with TTL, JSON {task_name, queue, sent_at}: a task id MCS issued (so unknown ids are not PENDING)."""
         return f"{self.prefix}issued:{task_id}"

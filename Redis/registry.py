@@ -14,12 +14,10 @@ from typing import Any
 
 import redis
 
-from mcs.core.errors import InvalidInput, NotFound
+from mcs.core.errors import Conflict, InvalidInput, NotFound
 from mcs.core.models import DeploymentInfo, ParameterSpec, TaskRecord, parse_model, utc_now
 from mcs.core.names import validate_category, validate_name
-from mcs.core.settings import Settings
-from Redis.connection import make_client, redis_errors
-from Redis.keys import Keys
+from Redis.connection import RedisStore, redis_errors
 from Redis.lock import redis_lock
 
 log = logging.getLogger(__name__)
@@ -27,19 +25,8 @@ log = logging.getLogger(__name__)
 LIST_CHUNK = 1000
 
 
-class TaskRegistry:
+class TaskRegistry(RedisStore):
     """Task metadata in Redis. Cheap to create; the client connects on first use."""
-
-    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
-        self.settings = settings
-        self.keys = Keys(settings.metadata_prefix)
-        self._client = client
-
-    @property
-    def client(self) -> redis.Redis:
-        if self._client is None:
-            self._client = make_client(self.settings)
-        return self._client
 
     # -- locks ------------------------------------------------------------------------------------------------
 
@@ -80,6 +67,8 @@ class TaskRegistry:
         )
         if draft.queue == self.settings.deploy_queue:
             raise InvalidInput("queue", draft.queue, "the deploy queue is reserved for MCS's deploy worker")
+        if draft.deployment is None:
+            self._refuse_foreign_queue(draft)
         task_key = self.keys.task(draft.name)
         saved: dict[str, TaskRecord] = {}
 
@@ -88,14 +77,10 @@ class TaskRegistry:
             now = utc_now()
             kept = draft.deployment
             if kept is None and old is not None and old.deployment is not None:
-                # Metadata updates (register_task_info) keep the deployment; only a deploy replaces it, and the
-                # queue of a deployed task is its worker's: changing it here would send calls nowhere.
-                if draft.queue != old.queue:
-                    raise InvalidInput(
-                        "queue",
-                        draft.queue,
-                        f"task {old.name!r} is deployed on queue {old.queue!r}; redeploy it to change its queue",
-                    )
+                # Metadata updates (register_task_info) keep the deployment; only a deploy replaces it. The queue
+                # and the parameters of a deployed task are its worker's: changing them here would send calls
+                # nowhere or with arguments the code does not take.
+                _refuse_reshaping(old, draft)
                 kept = old.deployment
             record = draft.model_copy(
                 update={"created_at": old.created_at if old else now, "last_updated": now, "deployment": kept}
@@ -107,6 +92,10 @@ class TaskRegistry:
                 old_cat_empty = pipe.scard(old_cat_key) <= 1
             pipe.multi()
             pipe.set(task_key, record.model_dump_json())
+            if old and old.deployment is not None and old.queue != record.queue:
+                pipe.delete(self.keys.queue_owner(old.queue))  # a redeploy moved the task to another queue
+            if record.deployment is not None:
+                pipe.set(self.keys.queue_owner(record.queue), record.name)
             pipe.sadd(self.keys.all_tasks(), record.name)
             pipe.sadd(self.keys.category(record.category), record.name)
             pipe.sadd(self.keys.categories(), record.category)
@@ -122,6 +111,20 @@ class TaskRegistry:
         log.info("registered task %s (category %s, queue %s)", record.name, record.category, record.queue)
         return record
 
+    def _refuse_foreign_queue(self, draft: TaskRecord) -> None:
+        """A queue another task's deployment serves is that worker's: registering there would hand it our calls.
+        One GET (the queue's owner key), so registering stays O(1) however many tasks there are."""
+        with redis_errors(self.settings):
+            owner = self.client.get(self.keys.queue_owner(draft.queue))
+        owner = owner.decode() if isinstance(owner, bytes) else owner
+        if owner and owner != draft.name:
+            raise Conflict(
+                f"queue {draft.queue!r} is served by task {owner!r}'s deployed worker; register {draft.name!r} on a "
+                "queue of its own",
+                queue=draft.queue,
+                owner=owner,
+            )
+
     def remove(self, name: str) -> bool:
         """Remove a task and every key of it. Returns False when it was not registered."""
         validate_name(name)
@@ -136,9 +139,13 @@ class TaskRegistry:
                 cat_key = self.keys.category(old.category)
                 pipe.watch(cat_key)
                 cat_empty = pipe.scard(cat_key) <= 1
+            owner_key = self.keys.queue_owner(old.queue) if old else None
+            owned = owner_key is not None and pipe.get(owner_key) in (name, name.encode())
             pipe.multi()
             pipe.delete(task_key)
             pipe.srem(self.keys.all_tasks(), name)
+            if owned:
+                pipe.delete(owner_key)
             if old:
                 pipe.srem(self.keys.category(old.category), name)
                 if cat_empty:
@@ -198,6 +205,25 @@ class TaskRegistry:
             return difflib.get_close_matches(name, self.names(), n=limit, cutoff=0.6)
         except Exception:  # suggestions are a courtesy; never let them mask the real error
             return []
+
+
+def _refuse_reshaping(old: TaskRecord, draft: TaskRecord) -> None:
+    """Description, category and return type of a deployed task stay editable; its queue and parameters do not."""
+    if draft.queue != old.queue:
+        raise Conflict(
+            f"task {old.name!r} is deployed on queue {old.queue!r}; its queue is its worker's: redeploy it with "
+            "deploy_task to change its queue",
+            field="queue",
+            value=draft.queue,
+            task_name=old.name,
+        )
+    if [p.model_dump() for p in draft.parameters] != [p.model_dump() for p in old.parameters]:
+        raise Conflict(
+            f"task {old.name!r} is deployed: its parameters are its code's; redeploy it with deploy_task to change "
+            "them (description, category and return_type stay editable here)",
+            field="parameters",
+            task_name=old.name,
+        )
 
 
 def _decode(raw: str | bytes | None) -> TaskRecord | None:

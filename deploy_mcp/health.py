@@ -6,18 +6,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from deploy_mcp.runtime import WorkerHandle, WorkerRuntime
-from mcs.core.celery_app import celery_task_name
+from mcs.core.celery_app import PrefixedApps, celery_task_name
 from mcs.core.errors import DeployError
 
-# (celery hostname, timeout_s) -> the task names the worker registers, or None when it did not answer in time
-Probe = Callable[[str, float], list[str] | None]
+# (celery hostname, timeout_s, key_prefix=...) -> the task names the worker registers, or None when it did not
+# answer in time. The prefix is the task's: its remote-control channel is under it.
+Probe = Callable[..., list[str] | None]
 
 
-def registered_tasks(app: Any, hostname: str, timeout_s: float) -> list[str] | None:
-    """The Probe of a real Celery worker: the task names it registers, from ``inspect().registered()``."""
+def registered_tasks(apps: PrefixedApps, hostname: str, timeout_s: float, key_prefix: str = "") -> list[str] | None:
+    """The Probe of a real Celery worker: the task names it registers, from ``inspect().registered()`` sent on the
+    remote-control channel of its prefix (with MCS's own credentials: a task's user cannot reach another's)."""
+    app = apps.get(key_prefix)
     replies = app.control.inspect(destination=[hostname], timeout=timeout_s, limit=1).registered()
     return None if not replies or hostname not in replies else list(replies[hostname])
 

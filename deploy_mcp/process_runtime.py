@@ -121,6 +121,8 @@ class ProcessRuntime:
             "PYTHONUNBUFFERED": "1",
             **spec.environment,
         }
+        if spec.redis_socket is not None:
+            env["REDIS_SOCKET"] = str(spec.redis_socket)
         command = [str(venv / "bin" / "python"), "-m", *worker_command(spec.queue, spec.hostname)]
         with log_path.open("ab") as out:
             proc = subprocess.Popen(

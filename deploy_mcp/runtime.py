@@ -74,8 +74,10 @@ class RunSpec:
     mem_limit_mb: int
     cpus: float
     pids_limit: int
-    network: str
+    network: str  # "none" (Redis through the socket only) or the network the worker may use
     extra_labels: dict[str, str] = field(default_factory=dict)
+    redis_socket: Path | None = None  # Redis's unix socket on the host: the worker reaches Redis through it
+    sandbox: str = "runc"  # runc, or gvisor (runsc)
 
     @property
     def labels(self) -> dict[str, str]:

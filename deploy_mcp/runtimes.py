@@ -3,7 +3,8 @@ function that picks the configured one, or with ``auto`` Docker when a daemon an
 
 ``python -m deploy_mcp.runtimes prepare`` chooses and prepares the runtime the deploy worker will use (for Docker:
 the base image, built when missing, progress on stderr) and prints ``{"runtime", "description"}`` on stdout: the
-stack (``make up`` / ``make demo``) runs it before it starts the deploy worker with that runtime.
+stack (``make up`` / ``make demo``) runs it before it starts the deploy worker with that runtime. ``auto`` means
+Docker: without a daemon it is an error, never task code running unconfined on the host.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import sys
 
 from deploy_mcp.runtime import Progress, WorkerRuntime
-from mcs.core.errors import MCSError
+from mcs.core.errors import MCSError, ServiceUnavailable
 from mcs.core.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -27,16 +28,22 @@ RUNTIMES = {
 }
 
 
+NO_DOCKER = (
+    "no Docker daemon answers, and MCS_WORKER_RUNTIME=auto never runs task code on this host unconfined: start "
+    "dockerd, or choose MCS_WORKER_RUNTIME=process explicitly to accept workers without any isolation"
+)
+
+
 def runtime_name(settings: Settings) -> str:
-    """The configured runtime; ``auto`` -> docker when a Docker daemon answers, else process."""
+    """The configured runtime; ``auto`` -> docker, when a Docker daemon answers. Never a silent fall back to host
+    processes: the process runtime runs task code unconfined, so it runs only when chosen explicitly."""
     if settings.worker_runtime != "auto":
         return settings.worker_runtime
     from deploy_mcp.docker import client
 
     if client.docker_answers():
         return "docker"
-    log.warning("no Docker daemon answers: task workers run as local processes (no container isolation)")
-    return "process"
+    raise ServiceUnavailable(NO_DOCKER, service="docker")
 
 
 def select_runtime(settings: Settings) -> WorkerRuntime:

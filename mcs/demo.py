@@ -49,7 +49,7 @@ def run_demo(settings: Settings, *, keep: bool = False, say: Say = print) -> lis
         say("MCS demo: the seed's quick start (simple_add on test_queue), through the MCP server over stdio")
         stack.start_redis()
         say(f"  Redis: {stack.redis_note}")
-        stack.choose_runtime()
+        stack.choose_runtime(process_without_docker=True)
         say(f"  worker runtime: {stack.runtime_note}")
         pid = stack.start_deploy_worker(run_dir(settings) / "demo_deploy_worker.log")
         say(f"  deploy worker: started (pid {pid})")

@@ -43,6 +43,8 @@ class DeployClient:
         category: str,
         return_type: str,
         code_folder_path: str | None,
+        network: str = "none",
+        sandbox: str | None = None,
         on_progress: OnProgress | None = None,
     ) -> dict[str, Any]:
         validate_name(task_name, "task_name")
@@ -56,6 +58,8 @@ class DeployClient:
             "queue": queue,
             "category": category,
             "return_type": return_type,
+            "network": network,
+            "sandbox": sandbox,
             "files": [f.model_dump() for f in files],
         }
         return self.call(protocol.DEPLOY, payload, self.settings.deploy_timeout_s, on_progress)

@@ -15,7 +15,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from mcs.core.celery_app import celery_task_name
+from mcs.core.celery_app import PrefixedApps, celery_task_name
 from mcs.core.errors import InvalidInput, MCSError, NotFound, ServiceUnavailable, TaskFailed, TaskTimeout
 from mcs.core.models import TaskRecord
 from mcs.core.names import validate_name, validate_queue
@@ -64,13 +64,23 @@ MAX_TIMEOUT_S = 3600.0
 
 class TaskInvoker:
     def __init__(
-        self, settings: Settings, registry: TaskRegistry, celery_app: Celery, issued: IssuedTasks | None = None
+        self,
+        settings: Settings,
+        registry: TaskRegistry,
+        celery_app: Celery,
+        issued: IssuedTasks | None = None,
+        apps: PrefixedApps | None = None,
     ) -> None:
         _install_deadline_drainer()
         self.settings = settings
         self.registry = registry
-        self.app = celery_app
+        self.app = celery_app  # unprefixed: tasks registered by hand, whose workers MCS did not deploy
         self.issued = issued or IssuedTasks(settings, registry.client)
+        self.apps = apps or PrefixedApps(settings)
+
+    def _app(self, key_prefix: str) -> Celery:
+        """The producer and result consumer of one task's prefix (a deployed task's keys are its own)."""
+        return self.app if not key_prefix else self.apps.get(key_prefix)
 
     # -- sending ----------------------------------------------------------------------------------------------
 
@@ -145,9 +155,9 @@ class TaskInvoker:
         record = self.resolve(task_name, queue)
         args, kwargs = check_call_arguments(record, args, kwargs, self.settings.max_payload_bytes)
         task_id = str(uuid.uuid4())
-        self.issued.remember(task_id, record.name, record.queue)
+        self.issued.remember(task_id, record.name, record.queue, record.key_prefix)
         try:
-            result = self.app.send_task(
+            result = self._app(record.key_prefix).send_task(
                 celery_task_name(record.name), args=args, kwargs=kwargs, queue=record.queue, task_id=task_id
             )
         except Exception as exc:
@@ -167,7 +177,7 @@ class TaskInvoker:
                 f"(results are kept {self.settings.result_expires_s} s)",
                 task_id=task_id,
             )
-        result = self.app.AsyncResult(task_id)
+        result = self._app(issued.get("key_prefix", "")).AsyncResult(task_id)
         state = self._state(result)
         base = {"task_id": task_id, "task_name": issued["task_name"], "queue": issued["queue"], "status": state}
         if state == "SUCCESS":

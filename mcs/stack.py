@@ -9,23 +9,28 @@ stdout.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from mcs.core.errors import MCSError, ServiceUnavailable
 from mcs.core.processes import is_running, start_time, stop_group
+from mcs.core.secret_files import read_or_create_secret
 from mcs.core.settings import PROJECT_ROOT, Settings, load_settings
 from Redis.connection import redis_answers
 from Redis.deploy_state import DeployWorkerState
-from Redis.server import LocalRedisServer
+from Redis.server import MAX_SOCKET_PATH, LocalRedisServer
 
 log = logging.getLogger(__name__)
 
@@ -77,23 +82,56 @@ class Stack:
             )
         # The default port when it is free, so the Claude Desktop block stays the same from one `make up` to the next.
         port = s.redis_port if port_is_free(s.redis_port) else 0
+        # An administrator's password of its own (a worker must not connect as the default user), kept in a 0600
+        # file that the MCP server reads; and a unix socket, the only way confined workers reach Redis.
+        password = read_or_create_secret(self.password_file)
         self.redis_server = LocalRedisServer(
-            data_dir, port=port, password=None, persist=True, server=s.local_redis_server
+            data_dir,
+            port=port,
+            password=password,
+            persist=True,
+            server=s.local_redis_server,
+            unix_socket=socket_path(s),
         ).start()
-        self.settings = s.model_copy(update={"redis_host": "127.0.0.1", "redis_port": self.redis_server.port})
+        self.settings = s.model_copy(
+            update={
+                "redis_host": "127.0.0.1",
+                "redis_port": self.redis_server.port,
+                "redis_password": SecretStr(password),
+                "redis_socket": self.redis_server.unix_socket,
+            }
+        )
         self.redis_note = (
-            f"embedded Redis ({self.redis_server.kind}) on 127.0.0.1:{self.redis_server.port}, data in {data_dir}"
+            f"embedded Redis ({self.redis_server.kind}) on 127.0.0.1:{self.redis_server.port} and "
+            f"{self.redis_server.unix_socket}, data in {data_dir}"
         )
         return self.settings
 
-    def choose_runtime(self) -> Settings:
-        """Let the deploy side choose and prepare its runtime (Docker when a daemon answers, building the base image
-        when missing, else local processes); the deploy worker is then started with exactly that runtime."""
+    @property
+    def password_file(self) -> Path:
+        return self.settings.state_dir / "redis-password"
+
+    def choose_runtime(self, process_without_docker: bool = False) -> Settings:
+        """Let the deploy side choose and prepare its runtime (Docker, building the base image when missing); the
+        deploy worker is then started with exactly that runtime. Without a Docker daemon, ``auto`` is an error;
+        ``process_without_docker`` (the demo) then chooses the process runtime explicitly, and says so."""
         s = self.settings
         if s.worker_runtime in ("auto", "docker"):
-            self.say(
-                f"  checking the worker runtime (the base image {s.worker_base_image} is built once, about a minute)"
-            )
+            self.say(f"  checking the worker runtime (base image {s.worker_base_image}: built once, about a minute)")
+        try:
+            answer = self._prepare_runtime(s)
+        except MCSError as exc:
+            if not (process_without_docker and s.worker_runtime == "auto" and exc.details.get("service") == "docker"):
+                raise
+            self.say("  no Docker daemon answers: this run CHOOSES the process runtime (MCS_WORKER_RUNTIME=process):")
+            self.say("  task code runs on this host WITHOUT isolation; start dockerd for confined workers")
+            s = s.model_copy(update={"worker_runtime": "process"})
+            answer = self._prepare_runtime(s)
+        self.settings = s.model_copy(update={"worker_runtime": answer["runtime"]})
+        self.runtime_note = answer["description"] + (": chosen explicitly" if answer["runtime"] == "process" else "")
+        return self.settings
+
+    def _prepare_runtime(self, s: Settings) -> dict[str, Any]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "MCS_"))} | child_env(s)
         done = subprocess.run(
             [sys.executable, "-m", "deploy_mcp.runtimes", "prepare"], cwd=PROJECT_ROOT, env=env,
@@ -102,19 +140,11 @@ class Stack:
         try:
             answer = json.loads(done.stdout.strip().splitlines()[-1])
         except (IndexError, ValueError):
-            raise MCSError(
-                f"preparing the worker runtime failed (exit {done.returncode}): {done.stdout[-500:]}"
-            ) from None
+            why = f"exit {done.returncode}: {done.stdout[-500:]}"
+            raise MCSError(f"preparing the worker runtime failed ({why})") from None
         if done.returncode != 0:
             raise MCSError.from_dict(answer)
-        self.settings = s.model_copy(update={"worker_runtime": answer["runtime"]})
-        why = (
-            ""
-            if answer["runtime"] == "docker"
-            else (": chosen" if s.worker_runtime == "process" else ": no Docker daemon answers")
-        )
-        self.runtime_note = answer["description"] + why
-        return self.settings
+        return answer
 
     def start_deploy_worker(self, log_path: Path, timeout_s: float = 60.0) -> int:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "MCS_"))}
@@ -144,10 +174,22 @@ class Stack:
             self.redis_server = None
 
 
-def claude_desktop_config(settings: Settings) -> dict[str, Any]:
+def socket_path(settings: Settings) -> Path:
+    """The local Redis's unix socket: in the state folder, or (a path too long for a socket) under /tmp."""
+    path = settings.state_dir / "redis-socket" / "redis.sock"
+    if len(str(path)) <= MAX_SOCKET_PATH:
+        return path
+    digest = hashlib.sha256(str(settings.state_dir).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"mcs-redis-{digest}" / "redis.sock"
+
+
+def claude_desktop_config(settings: Settings, password_file: Path | None = None) -> dict[str, Any]:
     """The block for claude_desktop_config.json: absolute paths, and the environment this stack uses."""
-    env = {k: v for k, v in child_env(settings).items() if k.startswith("REDIS_") or k in ("MCS_DEPLOY_SECRET_FILE",)}
+    wanted = ("MCS_DEPLOY_SECRET_FILE", "MCS_REDIS_SOCKET")
+    env = {k: v for k, v in child_env(settings).items() if k.startswith("REDIS_") or k in wanted}
     env.pop("REDIS_PASSWORD", None)  # never printed: add it yourself if your Redis has one
+    if password_file is not None:  # the local Redis's password: the server reads it from this 0600 file
+        env["MCS_REDIS_PASSWORD_FILE"] = str(password_file)
     return {"mcpServers": {"mcs": {"command": str(Path(sys.executable)), "args": [str(SERVER_SCRIPT)], "env": env}}}
 
 
@@ -179,7 +221,7 @@ def up(settings: Settings) -> int:
         stack.stop()  # nothing half-started is left behind
         raise
     stack.say(f"[3/3] deploy worker started (pid {pid}, log {log_path})")
-    config = claude_desktop_config(stack.settings)
+    config = claude_desktop_config(stack.settings, stack.password_file if stack.redis_server else None)
     redis_pid = stack.redis_server.pid if stack.redis_server else None
     state = {
         "deploy_worker": {"pid": pid, "started": start_time(pid)},

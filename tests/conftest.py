@@ -32,7 +32,8 @@ def _isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisServer]:
-    server = LocalRedisServer(tmp_path_factory.mktemp("redis")).start()
+    socket = tmp_path_factory.mktemp("redis-socket") / "redis.sock"  # confined workers reach Redis through it
+    server = LocalRedisServer(tmp_path_factory.mktemp("redis"), unix_socket=socket).start()
     try:
         yield server
     finally:
@@ -46,7 +47,9 @@ TEST_METADATA_DB = 2
 def settings(redis_server: LocalRedisServer, tmp_path: Path) -> Settings:
     """Settings for the private server. Its metadata DB is flushed before each test; the broker and result DBs
     are left alone so that session-long workers keep their queue bindings (results use unique ids anyway)."""
-    s = make_settings(tmp_path, redis_port=redis_server.port, metadata_db=TEST_METADATA_DB)
+    s = make_settings(
+        tmp_path, redis_port=redis_server.port, metadata_db=TEST_METADATA_DB, redis_socket=redis_server.unix_socket
+    )
     client = redis.Redis(host="127.0.0.1", port=redis_server.port, db=TEST_METADATA_DB)
     client.flushdb()
     client.close()

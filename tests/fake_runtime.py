@@ -18,6 +18,8 @@ class FakeRuntime:
     running: dict[str, WorkerHandle] = field(default_factory=dict)
     states: dict[str, str] = field(default_factory=dict)
     builds: int = 0
+    specs: list[RunSpec] = field(default_factory=list)
+    description: str = "fake (in memory)"
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def artifact_ref(self, task_name: str, version: str) -> str:
@@ -33,7 +35,14 @@ class FakeRuntime:
         self.artifacts[ref] = spec
         return Artifact(self.name, ref, ref)
 
+    def check(self) -> None:
+        pass
+
+    def prepare(self, progress=None) -> None:
+        pass
+
     def start(self, spec: RunSpec) -> WorkerHandle:
+        self.specs.append(spec)
         handle = WorkerHandle(
             self.name, f"c{next(self._ids)}", f"mcs-{spec.task_name}-{spec.version[:12]}", spec.hostname,
             spec.task_name, spec.queue, spec.version, spec.artifact.ref,

@@ -1,12 +1,14 @@
 """A small task module served by a real Celery worker in the integration tests (queue ``mcs_test``)."""
 
+import os
 import time
 
 from mcs.core.celery_app import create_celery_app
 from mcs.core.settings import load_settings
 
-celery_app = create_celery_app(load_settings())
-QUEUE = "mcs_test"
+# MCS_KEY_PREFIX: serve as a deployed task does, every key under its prefix (bench/bench_mcp.py's confined worker).
+celery_app = create_celery_app(load_settings(), key_prefix=os.environ.get("MCS_KEY_PREFIX", ""))
+QUEUE = os.environ.get("MCS_TEST_QUEUE", "mcs_test")
 
 
 @celery_app.task(name="mcp_app.test_add", queue=QUEUE)
@@ -27,4 +29,9 @@ def test_fail(message: str) -> None:
 
 @celery_app.task(name="mcp_app.test_echo", queue=QUEUE)
 def test_echo(value=None):
+    return value
+
+
+@celery_app.task(name="mcp_app.test_echo_confined", queue=QUEUE)
+def test_echo_confined(value=None):
     return value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mcs.core.errors import InvalidInput, NotFound
+from mcs.core.errors import Conflict, InvalidInput, NotFound
 from Redis.registry import TaskRegistry
 
 ADD_PARAMS = [
@@ -102,6 +102,22 @@ class RegistryContract:
         registry.register(name="t1", queue="q1", deployment=deployment)
         updated = registry.register(name="t1", queue="q1", description="better words")
         assert updated.deployment is not None and updated.deployment.container_id == "c1"
-        with pytest.raises(InvalidInput, match="redeploy it to change its queue"):
+        with pytest.raises(Conflict, match="redeploy it with deploy_task to change its queue"):
             registry.register(name="t1", queue="q2")
         assert registry.get("t1").queue == "q1"
+
+    def test_a_deployed_tasks_parameters_are_its_codes(self, registry: TaskRegistry) -> None:
+        deployment = {"deployment_id": "d1", "version": "abc", "container_id": "c1", "runtime": "docker"}
+        registry.register(name="t1", queue="q1", parameters=[{"name": "a"}], deployment=deployment)
+        with pytest.raises(Conflict, match="deploy_task"):
+            registry.register(name="t1", queue="q1", parameters=[{"name": "a"}, {"name": "b"}])
+        assert [p.name for p in registry.get("t1").parameters] == ["a"]
+        updated = registry.register(name="t1", queue="q1", parameters=[{"name": "a"}], category="math")
+        assert updated.category == "math" and updated.deployment is not None
+
+    def test_a_queue_another_deployment_serves_is_refused(self, registry: TaskRegistry) -> None:
+        deployment = {"deployment_id": "d1", "version": "abc", "container_id": "c1", "runtime": "docker"}
+        registry.register(name="owner", queue="q1", deployment=deployment)
+        with pytest.raises(Conflict, match="served by task 'owner'"):
+            registry.register(name="intruder", queue="q1")
+        assert registry.find("intruder") is None

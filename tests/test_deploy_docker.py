@@ -47,6 +47,7 @@ def deploy_settings(redis_server: LocalRedisServer, tmp_path_factory: pytest.Tem
     return make_settings(
         tmp,
         redis_port=redis_server.port,
+        redis_socket=redis_server.unix_socket,
         metadata_db=3,
         metadata_prefix="mcs-deploy-test:",
         worker_labels={TEST_LABEL: "1"},
@@ -203,7 +204,13 @@ def test_worker_container_is_hardened(deploy_settings: Settings, deploy_worker, 
         assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 5}
         assert host["LogConfig"]["Config"].get("max-size") == "10m"
         assert host["Init"] is True
-        assert container.attrs["Mounts"] == [] and not host.get("Binds")
+        # One mount only: the Redis socket's folder, read-only; and no network at all (confinement).
+        (mount,) = container.attrs["Mounts"]
+        assert mount["Destination"] == "/run/mcs-redis" and mount["RW"] is False and mount["Type"] == "bind"
+        assert mount["Source"] == str(deploy_settings.redis_socket.parent) and not host.get("Binds")
+        assert host["NetworkMode"] == "none"
+        env = dict(e.split("=", 1) for e in config["Env"])
+        assert env["REDIS_USERNAME"].startswith(f"mcs-t-{task}-") and env["MCS_KEY_PREFIX"].endswith(f"t:{task}:")
         assert config["Labels"]["mcs.task"] == task and config["Labels"][TEST_LABEL] == "1"
         # No secret in the image's layers or config: the Redis settings arrive as environment at start only.
         image_env = docker_client.images.get(config["Image"]).attrs["Config"]["Env"]

@@ -28,6 +28,7 @@ class Env:
         self.registry = TaskRegistry(self.settings, client=fakeredis.FakeRedis(decode_responses=True))
         self.runtime = FakeRuntime()
         self.answering = True
+        self.probed_prefixes: list[str] = []
         self.registers = ["mcp_app.simple_add"]
         self.broker = fakeredis.FakeRedis(decode_responses=True)
         self.deployer = Deployer(self.settings, self.registry, self.runtime, self.probe, broker=self.broker)
@@ -35,7 +36,8 @@ class Env:
         self.folder.mkdir(parents=True)
         self.write("app_test_queue.py", APP)
 
-    def probe(self, hostname: str, timeout_s: float) -> list[str] | None:
+    def probe(self, hostname: str, timeout_s: float, key_prefix: str = "") -> list[str] | None:
+        self.probed_prefixes.append(key_prefix)
         return self.registers if self.answering else None
 
     def write(self, name: str, text: str) -> None:

@@ -263,3 +263,18 @@ def test_positions_follow_the_generated_signature_required_first(services: Servi
     assert check_call_arguments(record, [5], None, 1000) == ([5], {})  # def mul(x, scale=2): x=5
     with pytest.raises(InvalidInput, match="at most 2 positional"):
         check_call_arguments(record, [1, 2, 3], None, 1000)
+
+
+def test_register_task_info_cannot_reroute_or_reshape_a_deployed_task(services: Services) -> None:
+    deployment = {"deployment_id": "d1", "version": "abc", "key_prefix": "mcs:t:simple_add:"}
+    services.registry.register(name="simple_add", queue="q1", parameters=[{"name": "a"}], deployment=deployment)
+    base = {"task_name": "simple_add", "description": "adds", "parameters": [{"name": "a"}]}
+    moved = data(call(services, "register_task_info", {**base, "queue": "q2"}))
+    assert moved["success"] is False and moved["error"] == "conflict" and "deploy_task" in moved["message"]
+    reshaped = data(call(services, "register_task_info", {**base, "queue": "q1", "parameters": []}))
+    assert reshaped["error"] == "conflict" and reshaped["field"] == "parameters"
+    intruder = data(call(services, "register_task_info", {**base, "task_name": "intruder", "queue": "q1"}))
+    assert intruder["error"] == "conflict" and intruder["owner"] == "simple_add"
+    edited = data(call(services, "register_task_info", {**base, "queue": "q1", "category": "math"}))
+    assert edited["success"] and edited["task"]["category"] == "math"
+    assert edited["task"]["deployment"]["key_prefix"] == "mcs:t:simple_add:"

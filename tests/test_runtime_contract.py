@@ -16,7 +16,7 @@ from deploy_mcp.deployer import Deployer, registered_tasks
 from deploy_mcp.process_runtime import ProcessRuntime
 from mcs.codegen import generate_task_folder
 from mcs.core.bundle import read_folder
-from mcs.core.celery_app import create_celery_app
+from mcs.core.celery_app import PrefixedApps, create_celery_app, task_key_prefix
 from mcs.core.errors import DeployError
 from mcs.core.settings import Settings
 from Redis.registry import TaskRegistry
@@ -41,9 +41,7 @@ def make_runtime(kind: str, settings: Settings, request: pytest.FixtureRequest):
 def deployer(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Deployer]:
     settings = settings.model_copy(update={"worker_labels": {TEST_LABEL: "1"}, "health_timeout_s": 90.0})
     runtime = make_runtime(request.param, settings, request)
-    app = create_celery_app(settings)
-
-    deployer = Deployer(settings, TaskRegistry(settings), runtime, partial(registered_tasks, app))
+    deployer = Deployer(settings, TaskRegistry(settings), runtime, partial(registered_tasks, PrefixedApps(settings)))
     yield deployer
     for handle in runtime.workers():
         with contextlib.suppress(Exception):
@@ -61,7 +59,7 @@ def request_for(settings: Settings, task: str, body: str) -> dict:
 
 
 def call(settings: Settings, task: str, a: int = 10, b: int = 20):
-    app = create_celery_app(settings)
+    app = create_celery_app(settings, key_prefix=task_key_prefix(settings, task))  # the deployed task's keys
     return app.send_task(f"mcp_app.{task}", kwargs={"a": a, "b": b}, queue=QUEUE).get(timeout=60)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import docker.errors
-from docker.types import LogConfig
+from docker.types import LogConfig, Mount
 
 from deploy_mcp.docker.base_image import ensure_base_image
 from deploy_mcp.docker.build import build_in_context
@@ -69,6 +69,19 @@ LOG_MAX_FILE = "3"
 STOP_TIMEOUT_S = 10
 LOGS_MAX_CHARS = 20_000
 LOGS_MAX_LINES = 10_000
+#: Where a worker finds Redis's unix socket (its host folder is bind-mounted here, read-only).
+REDIS_SOCKET_DIR = "/run/mcs-redis"
+#: dockerd runtimes for gVisor (registered by .ci/run and the README's daemon.json): without and with a network.
+GVISOR_RUNTIME = "runsc"
+GVISOR_HOST_RUNTIME = "runsc-host"
+
+
+def container_runtime(sandbox: str, network: str) -> str | None:
+    """The dockerd runtime of a worker: the daemon's default (runc), or gVisor's entry for its network."""
+    if sandbox != "gvisor":
+        return None
+    return GVISOR_RUNTIME if network == "none" else GVISOR_HOST_RUNTIME
+
 
 __all__ = [
     "LOGS_MAX_CHARS",
@@ -163,11 +176,18 @@ class DockerRuntime:
             if get_container(self.client, name) is not None:  # a unique hostname makes this a real collision
                 raise DeployError(f"a container named {name} exists already", step="start", container=name)
             memory = f"{spec.mem_limit_mb}m"
+            environment, mounts = dict(spec.environment), []
+            if spec.redis_socket is not None:
+                # The socket's folder, read-only: with network "none" the worker reaches Redis and nothing else.
+                mounts.append(Mount(REDIS_SOCKET_DIR, str(spec.redis_socket.parent), type="bind", read_only=True))
+                environment["REDIS_SOCKET"] = f"{REDIS_SOCKET_DIR}/{spec.redis_socket.name}"
             container = self.client.containers.create(
                 spec.artifact.ref,
                 command=worker_command(spec.queue, spec.hostname),
                 name=name,
-                environment=dict(spec.environment),
+                environment=environment,
+                mounts=mounts,
+                runtime=container_runtime(spec.sandbox, spec.network),
                 user=WORKER_USER_SPEC,
                 working_dir=WORKDIR,
                 read_only=True,

@@ -8,6 +8,8 @@ only when an app is made, so importing this module costs nothing.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from mcs.core.settings import Settings
@@ -48,10 +50,61 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def create_celery_app(settings: Settings, name: str = APP_NAME) -> Celery:
-    """A Celery app for ``settings``. Creating it does not connect; the first send or get does."""
+def task_key_prefix(settings: Settings, task_name: str) -> str:
+    """The prefix of every broker and result key and channel of one deployed task (``mcs:t:<task>:``).
+
+    Celery's ``global_keyprefix`` puts the task's queue, kombu's ``unacked`` bookkeeping, its results and its
+    remote-control channels under it, and the task's Redis ACL user may touch nothing else."""
+    return f"{settings.metadata_prefix}t:{task_name}:"
+
+
+def prefixed(config: dict[str, Any], key_prefix: str) -> dict[str, Any]:
+    """``config`` with every broker and result key and channel under ``key_prefix`` ('' leaves it as it is)."""
+    if not key_prefix:
+        return config
+    return {
+        **config,
+        "broker_transport_options": {**config.get("broker_transport_options", {}), "global_keyprefix": key_prefix},
+        "result_backend_transport_options": {
+            **config.get("result_backend_transport_options", {}),
+            "global_keyprefix": key_prefix,
+        },
+    }
+
+
+def create_celery_app(settings: Settings, name: str = APP_NAME, key_prefix: str = "") -> Celery:
+    """A Celery app for ``settings`` (its keys under ``key_prefix``). Creating it does not connect; the first send
+    or get does."""
     from celery import Celery  # imported here: the MCP server starts without paying for Celery
 
     app = Celery(name, broker=settings.broker_url, backend=settings.result_backend_url, set_as_current=False)
-    app.conf.update(celery_config(settings))
+    app.conf.update(prefixed(celery_config(settings), key_prefix))
     return app
+
+
+class PrefixedApps:
+    """One Celery app (producer and result consumer) per key prefix, made on first use, at most ``limit`` kept: the
+    least recently used one is dropped when another is needed (a call still waiting on it keeps it alive). The MCP
+    server sends each call and reads each result under its task's prefix; the deploy worker probes each new worker
+    under its prefix."""
+
+    def __init__(self, settings: Settings, limit: int = 64, name: str = APP_NAME) -> None:
+        self.settings = settings
+        self.limit = limit
+        self.name = name
+        self._apps: OrderedDict[str, Celery] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key_prefix: str) -> Celery:
+        with self._lock:
+            app = self._apps.get(key_prefix)
+            if app is not None:
+                self._apps.move_to_end(key_prefix)
+                return app
+            app = self._apps[key_prefix] = create_celery_app(self.settings, self.name, key_prefix)
+            if len(self._apps) > self.limit:
+                self._apps.popitem(last=False)
+        return app
+
+    def __len__(self) -> int:
+        return len(self._apps)

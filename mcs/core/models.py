@@ -49,6 +49,11 @@ class DeploymentInfo(BaseModel):
     hostname: str | None = None
     dockerfile: str | None = None
     deployed_at: datetime | None = None
+    key_prefix: str | None = Field(None, description="every Redis key and channel of the task's workers is under it")
+    acl_user: str | None = Field(None, description="the Redis ACL user of the task's workers (its password: theirs)")
+    network: str | None = Field(None, description="none (Redis only) or egress (the network the task asked for)")
+    sandbox: str | None = Field(None, description="the container runtime: runc or gvisor")
+    isolation: str | None = Field(None, description="container, gvisor, or none (process runtime: no isolation)")
 
 
 class TaskRecord(BaseModel):
@@ -85,6 +90,11 @@ class TaskRecord(BaseModel):
     @classmethod
     def _description(cls, value: str) -> str:
         return validate_description(value)
+
+    @property
+    def key_prefix(self) -> str:
+        """Where the task's calls and results live: its deployment's prefix ('' for a task registered by hand)."""
+        return (self.deployment.key_prefix if self.deployment else None) or ""
 
     @model_validator(mode="after")
     def _unique_parameters(self) -> TaskRecord:

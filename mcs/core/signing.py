@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mcs.core.errors import Unauthorized
+from mcs.core.secret_files import read_or_create_secret
 from mcs.core.settings import Settings
 
 __all__ = ["CLOCK_SKEW_S", "MAX_AGE_S", "Unauthorized", "deploy_secret", "sign", "verify"]
@@ -36,18 +36,7 @@ def deploy_secret(settings: Settings) -> bytes:
 
 
 def _read_or_create(path: Path) -> bytes:
-    try:
-        secret = path.read_text().strip()
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process created it first: use theirs
-            secret = path.read_text().strip()
-        else:
-            secret = secrets.token_hex(32)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secret + "\n")
+    secret = read_or_create_secret(path)
     if len(secret) < 32:
         raise Unauthorized(f"the deploy secret in {path} is too short (at least 32 characters); delete it to renew")
     return secret.encode()

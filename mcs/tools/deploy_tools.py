@@ -2,7 +2,7 @@
 list_deployments and get_task_logs (the last four talk to the deploy worker through ``services.deploy_client``)."""
 
 import itertools
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio.from_thread
 from mcp.server.mcpserver import Context, MCPServer
@@ -83,8 +83,19 @@ def register(server: MCPServer, services: Services) -> None:
             Field(description="the task folder; default generated_tasks/{task_name}_{queue} (must be under it)"),
         ] = None,
         return_type: ReturnType = "Any",
+        network: Annotated[
+            Literal["none", "egress"],
+            Field(description="none: the worker reaches Redis only (default); egress: the task needs the network"),
+        ] = "none",
+        sandbox: Annotated[
+            Literal["runc", "gvisor"] | None,
+            Field(description="runc (hardened container) or gvisor (user-space kernel); default from settings"),
+        ] = None,
     ) -> DeployResult:
         """Deploy a task folder as an isolated worker, check it answers, then register the task.
+
+        The worker gets a Redis user of its own that reaches only the task's queue and results, and no network
+        unless `network` is "egress"; `isolation`, `network` and `warnings` in the result say what confines it.
 
         The deploy worker builds an image from the folder (MCS's hardened recipe), starts the worker, waits until it
         answers, registers the task with its deployment details and only then retires the previous version. The
@@ -106,6 +117,8 @@ def register(server: MCPServer, services: Services) -> None:
             category=category,
             return_type=return_type,
             code_folder_path=code_folder_path,
+            network=network,
+            sandbox=sandbox,
             on_progress=progress,
         )
         return DeployResult.model_validate(raw)

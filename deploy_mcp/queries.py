@@ -1,0 +1,113 @@
+"""What the deploy worker does besides deploying: undeploy, list the deployments, read a worker's log, and give
+Redis back the ACL users it lost. A mixin of :class:`deploy_mcp.deployer.Deployer`, whose state it uses."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
+
+from deploy_mcp.confinement import deployment_warnings
+from mcs.core.errors import InvalidInput, NotFound
+from mcs.core.names import validate_name
+from mcs.core.results import DeploymentStatus, TaskLogsResult, UndeployResult
+from Redis.broker import purge_queue
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+    from deploy_mcp.credentials import TaskCredentials
+    from deploy_mcp.runtime import WorkerRuntime
+    from deploy_mcp.versions import VersionFolders
+    from mcs.core.settings import Settings
+    from Redis.registry import TaskRegistry
+
+MAX_LOG_LINES = 500
+
+
+class DeploymentQueries:
+    settings: Settings
+    registry: TaskRegistry
+    runtime: WorkerRuntime
+    folders: VersionFolders
+    credentials: TaskCredentials
+    _broker: Redis | None
+
+    def _lock(self, task: str) -> AbstractContextManager[str]:
+        raise NotImplementedError  # the Deployer's one-deploy-per-task lock
+
+    # -- undeploy, list, logs ---------------------------------------------------------------------------------
+
+    def undeploy(self, task_name: str) -> UndeployResult:
+        validate_name(task_name)
+        removed: list[str] = []
+        with self._lock(task_name):
+            record = self.registry.find(task_name)
+            workers = self.runtime.workers(task_name)
+            if record is None and not workers:
+                raise NotFound(f"task {task_name!r} is neither registered nor deployed", task_name=task_name)
+            for handle in workers:
+                self.runtime.remove(handle)
+                removed.append(f"worker {handle.name}")
+            if record is not None:
+                removed += [f"image {ref}" for ref in self.folders.remove_versions(task_name, record.queue, keep=None)]
+                removed.append(f"folder {self.folders.task_dir(task_name, record.queue)}")
+                removed += [f"redis user {name}" for name in self.credentials.remove_task(task_name)]
+                self.registry.remove(task_name)
+                removed.append("registry entry")
+                removed.append(f"queue {record.queue}" if self._purge_queue(record.queue) else "queue (was empty)")
+        return UndeployResult(
+            task_name=task_name, removed=removed, message=f"task {task_name} undeployed: " + ", ".join(removed)
+        )
+
+    def _purge_queue(self, queue: str) -> bool:
+        """Drop the queue's pending messages and kombu's binding from the broker DB (unless another task uses it)."""
+        if any(r.queue == queue for r in self.registry.list()):
+            return False
+        return purge_queue(self.settings, queue, self._broker)
+
+    def deployments(self) -> list[DeploymentStatus]:
+        running = {h.id: h for h in self.runtime.workers()}
+        result = []
+        for record in self.registry.list():
+            dep = record.deployment
+            if dep is None:
+                continue
+            handle = running.get(dep.container_id or "")
+            result.append(
+                DeploymentStatus(
+                    task_name=record.name,
+                    queue=record.queue,
+                    version=dep.version,
+                    runtime=dep.runtime,
+                    docker_image=dep.image,
+                    container_id=dep.container_id,
+                    worker_status=self.runtime.state(handle) if handle else "MISSING",
+                    deployed_at=dep.deployed_at.isoformat() if dep.deployed_at else None,
+                    isolation=dep.isolation or "none",
+                    network=dep.network or "none",
+                    sandbox=dep.sandbox,
+                    warnings=deployment_warnings(dep),
+                )
+            )
+        return result
+
+    def reconcile_credentials(self) -> list[str]:
+        """Re-create the Redis users of deployed tasks that Redis lost (a restart without an ACL file)."""
+        return self.credentials.reconcile([r for r in self.registry.list() if r.deployment is not None])
+
+    def task_logs(self, task_name: str, tail_lines: int = 100) -> TaskLogsResult:
+        if not isinstance(tail_lines, int) or not 1 <= tail_lines <= MAX_LOG_LINES:
+            raise InvalidInput("tail_lines", tail_lines, f"a whole number from 1 to {MAX_LOG_LINES}")
+        record = self.registry.get(task_name)
+        dep = record.deployment
+        handle = next((h for h in self.runtime.workers(task_name) if dep and h.id == dep.container_id), None)
+        if handle is None:
+            raise NotFound(f"task {task_name!r} has no running worker: deploy it with deploy_task")
+        text = self.runtime.logs(handle, tail_lines)
+        return TaskLogsResult(
+            task_name=task_name,
+            container_id=handle.id,
+            lines=text.count("\n"),
+            logs=text,
+            message=f"last {tail_lines} log lines of {task_name}'s worker",
+        )
