@@ -97,6 +97,10 @@ async def _walkthrough(settings: Settings, keep: bool, say: Say) -> list[tuple[s
         }, progress_callback=progress)  # fmt: skip
         say(f"  version {deployed['version']} on {deployed['runtime']}: worker {deployed['worker_status']} "
             f"(image {deployed['docker_image']}, {time.perf_counter() - started:.1f} s)")  # fmt: skip
+        user = ((deployed.get("task") or {}).get("deployment") or {}).get("acl_user") or "shared credentials"
+        say(f"  confinement: isolation {deployed['isolation']}, network {deployed['network']}, Redis user {user}")
+        for warning in deployed.get("warnings", []):
+            say(f"  WARNING: {warning}")
         try:
             await _use(call, say)
         finally:
