@@ -32,3 +32,15 @@ class IssuedTasks(RedisStore):
         """Remember the id for another result lifetime (it is still queued or running)."""
         with redis_errors(self.settings):
             self.client.expire(self.keys.issued(task_id), self.settings.result_expires_s)
+
+    def mark_lost(self, task_id: str, lost_at: float) -> None:
+        """The call's worker died at ``lost_at`` and the call was delivered again (get_celery_result says so)."""
+        key = self.keys.issued(task_id)
+        with redis_errors(self.settings):
+            raw = self.client.get(key)
+            if raw is None:
+                return
+            issued = json.loads(raw)
+            issued["worker_lost_at"] = lost_at
+            issued["redelivered"] = int(issued.get("redelivered", 0)) + 1
+            self.client.set(key, json.dumps(issued), keepttl=True)

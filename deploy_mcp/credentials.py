@@ -72,7 +72,7 @@ class TaskCredentials:
             name = record.deployment.acl_user if record.deployment else None
             if not name or name in present:
                 continue
-            user = self._load(name)
+            user = self.load(name)
             if user is None:
                 log.error("no stored credentials for %s (task %s): redeploy the task", name, record.name)
                 continue
@@ -98,7 +98,7 @@ class TaskCredentials:
         with os.fdopen(fd, "w") as fh:
             fh.write(data)
 
-    def _load(self, username: str) -> TaskUser | None:
+    def load(self, username: str) -> TaskUser | None:
         try:
             data = json.loads(self._path(username).read_text())
             return TaskUser(data["username"], data["password"], data["key_prefix"])

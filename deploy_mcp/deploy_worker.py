@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from deploy_mcp.deployer import Deployer, registered_tasks
 from deploy_mcp.runtimes import select_runtime
+from deploy_mcp.watchdog import watch_workers
 from mcs.core import protocol
 from mcs.core.celery_app import APP_NAME, PrefixedApps, celery_config
 from mcs.core.errors import MCSError
@@ -131,6 +132,7 @@ def _start_heartbeat(**_: Any) -> None:
             _alive_stop.wait(min(protocol.ALIVE_EVERY_S, settings().acl_reconcile_every_s))
 
     threading.Thread(target=beat, name="mcs-deploy-alive", daemon=True).start()
+    threading.Thread(target=_watch, name="mcs-watchdog", daemon=True).start()
 
 
 def _reconcile() -> None:
@@ -142,6 +144,19 @@ def _reconcile() -> None:
         return
     if recreated:
         log.warning("re-created %d Redis user(s) of deployed tasks: %s", len(recreated), ", ".join(recreated))
+
+
+def _watch() -> None:
+    """Replace the gone workers of registered deployments, every MCS_WATCH_EVERY_S (its own thread: a replacement
+    waits for the new worker's answer, which must not hold up the heartbeat)."""
+    while not _alive_stop.wait(settings().watch_every_s):
+        try:
+            replaced = watch_workers(deployer())
+        except Exception:
+            log.warning("could not watch the task workers", exc_info=True)
+            continue
+        if replaced:
+            log.warning("replaced the gone worker(s) of %s", ", ".join(replaced))
 
 
 @signals.worker_shutdown.connect

@@ -75,7 +75,7 @@ class Deployer(DeploymentQueries):
         self.runtime = runtime
         self.probe = probe
         self.folders = VersionFolders(settings, runtime)
-        self._broker = broker
+        self.broker = broker
         self.credentials = credentials or TaskCredentials(settings, AclUsers(settings, registry.client))
 
     # -- deploy -----------------------------------------------------------------------------------------------
@@ -95,7 +95,7 @@ class Deployer(DeploymentQueries):
             current = self.registry.find(task)
             reused = self._running_same(current, version, queue, options)
             if reused is not None:
-                record = self._register(draft, current.deployment)  # metadata may have changed; the worker not
+                record = self.register(draft, current.deployment)  # metadata may have changed; the worker not
                 timings.total()
                 return self._result(record, reused, version, True, source, timings, "already running")
             say(f"staging version {version}")
@@ -113,7 +113,7 @@ class Deployer(DeploymentQueries):
                 say("starting the worker")
                 with timings.step("start"):
                     user = self.credentials.issue(task)
-                    handle = self.runtime.start(self._run_spec(task, queue, version, artifact, user, options))
+                    handle = self.runtime.start(self.run_spec(task, queue, version, artifact, user, options))
                 say("waiting for the worker to answer")
                 with timings.step("health"):
                     prefix = task_key_prefix(self.settings, task)
@@ -135,7 +135,7 @@ class Deployer(DeploymentQueries):
                     isolation=self._isolation(options),
                 )
                 with timings.step("register"):
-                    record = self._register(draft, deployment)
+                    record = self.register(draft, deployment)
             except Exception as exc:
                 error = self._deploy_error(exc, handle)  # reads the worker's log before it is removed
                 self._discard(handle, artifact, folder if created else None, current)
@@ -170,6 +170,12 @@ class Deployer(DeploymentQueries):
         if sandbox not in SANDBOXES:
             raise InvalidInput("sandbox", sandbox, "runc (a hardened container) or gvisor (runsc: a user-space kernel)")
         return DeployOptions(network, sandbox)
+
+    def options_of(self, dep: DeploymentInfo) -> DeployOptions:
+        """The choices a deployment was made with (to start its worker again as it was)."""
+        return DeployOptions(
+            "egress" if dep.network == "egress" else "none", dep.sandbox or self.settings.worker_sandbox
+        )
 
     def _network(self, options: DeployOptions) -> str:
         """What the worker reaches: none (Redis through its socket), egress (asked for), host (no socket here)."""
@@ -251,7 +257,7 @@ class Deployer(DeploymentQueries):
         lines = req.data().decode("utf-8", errors="replace").splitlines()
         return check_requirements(lines, self.settings.max_requirements, from_file=True)
 
-    def _run_spec(
+    def run_spec(
         self, task: str, queue: str, version: str, artifact: Artifact, user: TaskUser | None, options: DeployOptions
     ) -> RunSpec:
         """The worker's start: its own Redis user and prefix (never the administrator's password, unless shared
@@ -259,6 +265,7 @@ class Deployer(DeploymentQueries):
         s = self.settings
         env = {"REDIS_BROKER_DB": str(s.redis_broker_db), "REDIS_BACKEND_DB": str(s.redis_backend_db)}
         env["MCS_KEY_PREFIX"] = task_key_prefix(s, task)
+        env["MCS_WORKER_MEM_LIMIT_MB"] = str(s.worker_mem_limit_mb)  # named when a call keeps killing its worker
         if s.redis_socket is None:
             env |= {"REDIS_HOST": s.redis_host, "REDIS_PORT": str(s.redis_port)}
         if user is not None:
@@ -319,7 +326,7 @@ class Deployer(DeploymentQueries):
         log.exception("deploy failed unexpectedly")
         return DeployError(f"deploy failed: {type(exc).__name__}: {exc}", step="unexpected", log_tail=tail)
 
-    def _register(self, draft: TaskRecord, deployment: DeploymentInfo | None) -> TaskRecord:
+    def register(self, draft: TaskRecord, deployment: DeploymentInfo | None) -> TaskRecord:
         return self.registry.register(
             name=draft.name,
             description=draft.description,

@@ -30,7 +30,7 @@ class DeploymentQueries:
     runtime: WorkerRuntime
     folders: VersionFolders
     credentials: TaskCredentials
-    _broker: Redis | None
+    broker: Redis | None
 
     def _lock(self, task: str) -> AbstractContextManager[str]:
         raise NotImplementedError  # the Deployer's one-deploy-per-task lock
@@ -63,7 +63,7 @@ class DeploymentQueries:
         """Drop the queue's pending messages and kombu's binding from the broker DB (unless another task uses it)."""
         if any(r.queue == queue for r in self.registry.list()):
             return False
-        return purge_queue(self.settings, queue, self._broker)
+        return purge_queue(self.settings, queue, self.broker)
 
     def deployments(self) -> list[DeploymentStatus]:
         running = {h.id: h for h in self.runtime.workers()}

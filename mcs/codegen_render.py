@@ -42,6 +42,7 @@ def render_app(settings: Settings, queue: str, tasks: list[TaskPlan]) -> tuple[s
         queue=queue,
         typing_import=f"from typing import {', '.join(typing_names)}\n" if typing_names else "",
         celery_config=_dict_literal(celery_config(settings)),
+        max_deliveries=str(int(settings.max_deliveries)),
         tasks="\n\n\n".join(blocks),
     )
     spans = []

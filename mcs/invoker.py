@@ -13,10 +13,19 @@ import logging
 import re
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from mcs.core.celery_app import PrefixedApps, celery_task_name
-from mcs.core.errors import InvalidInput, MCSError, NotFound, ServiceUnavailable, TaskFailed, TaskTimeout
+from mcs.core.errors import (
+    InvalidInput,
+    MCSError,
+    NotFound,
+    ServiceUnavailable,
+    TaskFailed,
+    TaskTimeout,
+    WorkerLost,
+)
 from mcs.core.models import TaskRecord
 from mcs.core.names import validate_name, validate_queue
 from mcs.core.results import TaskCallResult, TaskSentResult, TaskStatusResult
@@ -189,6 +198,11 @@ class TaskInvoker:
         # Still queued or running: keep remembering the id, however long the queue is.
         self.issued.keep(task_id)
         waiting = "waiting in the queue (is a worker serving it?)" if state == "PENDING" else "in progress"
+        lost_at = issued.get("worker_lost_at")
+        if lost_at is not None:
+            when = datetime.fromtimestamp(lost_at, UTC).isoformat(timespec="seconds")
+            waiting = f"its worker was lost at {when} and the call was delivered again ({waiting})"
+            base["worker_lost_at"] = when
         return TaskStatusResult(**base, ready=False, message=f"task state {state}: {waiting}")
 
     def _state(self, result: AsyncResult) -> str:
@@ -199,7 +213,8 @@ class TaskInvoker:
 
     def _failure(self, result: AsyncResult, task_name: str, queue: str, state: str, value: Any) -> MCSError:
         exc_type = type(value).__name__ if isinstance(value, BaseException) else state
-        return TaskFailed(
+        kind = WorkerLost if exc_type in ("WorkerLost", "WorkerLostError") else TaskFailed
+        return kind(
             f"task {task_name} failed with {exc_type}: {value}",
             task_id=result.id,
             task_name=task_name,

@@ -235,7 +235,7 @@ def test_failure_to_register_removes_the_new_worker(env: Env, monkeypatch: pytes
     def broken(*args, **kwargs):
         raise ServiceUnavailable("Redis at 127.0.0.1:6379 is not reachable")
 
-    monkeypatch.setattr(env.deployer, "_register", broken)
+    monkeypatch.setattr(env.deployer, "register", broken)
     with pytest.raises(ServiceUnavailable):
         env.deployer.deploy(env.request())
     assert list(env.runtime.running) == [first.container_id] and env.versions() == [first.version]

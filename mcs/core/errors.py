@@ -86,6 +86,12 @@ class TaskFailed(MCSError):
     code = "task_failed"
 
 
+class WorkerLost(TaskFailed):
+    """A call ended its worker (a signal, most often the memory limit) on each delivery and is not tried again."""
+
+    code = "worker_lost"
+
+
 class DeployError(MCSError):
     """A deploy could not complete; details carry the step and the tail of the relevant log."""
 

@@ -50,6 +50,7 @@ class TaskStatusResult(ToolResult):
     ready: bool
     result: Any = None
     error: str | None = None
+    worker_lost_at: str | None = Field(None, description="when the call's worker died (the call was delivered again)")
 
 
 class TaskListResult(ToolResult):

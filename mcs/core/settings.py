@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     task_soft_time_limit_s: int = Field(300, gt=0)
     task_time_limit_s: int = Field(600, gt=0)
     trigger_timeout_s: float = Field(30.0, gt=0)
+    max_deliveries: int = Field(
+        2, ge=1, le=10, description="deliveries of a call whose worker died under it before it fails (worker_lost)"
+    )
     max_payload_bytes: int = Field(1 * MIB, gt=0)
 
     # Deploy.
@@ -133,6 +136,7 @@ class Settings(BaseSettings):
         description="deploy even where Redis refuses ACL SETUSER: workers then share the configured credentials",
     )
     acl_reconcile_every_s: float = Field(30.0, gt=0, description="how often the deploy worker re-creates ACL users")
+    watch_every_s: float = Field(5.0, gt=0, description="how often the deploy worker replaces gone task workers")
     worker_network: str = Field(
         "host",
         description="Docker network of workers that need one (tasks deployed with network 'egress', and every worker "

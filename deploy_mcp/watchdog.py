@@ -1,0 +1,83 @@
+"""The deploy worker's watch over the workers of registered deployments: a worker that is gone (killed, exited
+for good, removed) loses no call and is replaced, whatever stopped it.
+
+Docker does not restart a container stopped by ``docker kill`` (a manual stop), and the calls a dead worker had
+taken stay in its prefix's ``unacked`` hash until the visibility timeout (an hour). So, every
+``MCS_WATCH_EVERY_S``, for each registered deployment whose worker is EXITED or MISSING: its unacknowledged calls
+go back to the front of its queue (each marked in the issued-id record, so ``get_celery_result`` says what
+happened), a new worker starts from the same artefact with the same Redis user, answers, and the registry points at
+it. A deploy in progress for the task (its lock) is left alone. Crash loops stay Docker's own (on-failure
+restarts): a RESTARTING worker is not touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+from typing import TYPE_CHECKING
+
+from deploy_mcp.health import wait_healthy
+from deploy_mcp.runtime import Artifact
+from mcs.core.errors import Conflict
+from mcs.core.models import TaskRecord
+from Redis.broker import requeue_unacked
+from Redis.issued import IssuedTasks
+
+if TYPE_CHECKING:
+    from deploy_mcp.deployer import Deployer
+
+log = logging.getLogger(__name__)
+
+GONE = ("EXITED", "MISSING")
+
+
+def watch_workers(deployer: Deployer) -> list[str]:
+    """One round: replace every gone worker of a registered deployment; returns the tasks whose worker was replaced."""
+    replaced = []
+    for record in deployer.registry.list():
+        dep = record.deployment
+        if dep is None or dep.runtime != deployer.runtime.name or not dep.key_prefix:
+            continue
+        handle = next((h for h in deployer.runtime.workers(record.name) if h.id == dep.container_id), None)
+        if handle is not None and deployer.runtime.state(handle) not in GONE:
+            continue
+        try:
+            with deployer.registry.deploy_lock(record.name, deployer.settings.deploy_lock_ttl_s):
+                if _replace(deployer, record, handle):
+                    replaced.append(record.name)
+        except Conflict:
+            continue  # a deploy of this task is running: it decides what serves
+        except Exception:
+            log.exception("could not replace the worker of %s", record.name)
+    return replaced
+
+
+def _replace(deployer: Deployer, stale: TaskRecord, handle) -> bool:
+    record = deployer.registry.find(stale.name)  # again, under the lock
+    if record is None or record.deployment is None or record.deployment.container_id != stale.deployment.container_id:
+        return False
+    dep = record.deployment
+    lost_at = time.time()
+    given_back = requeue_unacked(deployer.settings, dep.key_prefix, deployer.broker)
+    issued = IssuedTasks(deployer.settings, deployer.registry.client)
+    for task_id in given_back:
+        issued.mark_lost(task_id, lost_at)
+    log.warning("the worker of %s is gone: %d call(s) given back to its queue; starting a new one", record.name,
+                len(given_back))  # fmt: skip
+    user = deployer.credentials.load(dep.acl_user) if dep.acl_user else None
+    options = deployer.options_of(dep)
+    artifact = Artifact(deployer.runtime.name, dep.image or "", dep.image or "", reused=True)
+    spec = deployer.run_spec(record.name, record.queue, dep.version or "", artifact, user, options)
+    new = deployer.runtime.start(spec)
+    try:
+        probe = partial(deployer.probe, key_prefix=dep.key_prefix)
+        wait_healthy(deployer.runtime, probe, new, record.name, deployer.settings.health_timeout_s)
+        deployer.register(record, dep.model_copy(update={"container_id": new.id, "hostname": new.hostname}))
+    except BaseException:
+        deployer.runtime.remove(new)
+        raise
+    if handle is not None:
+        deployer.runtime.remove(handle)
+    log.warning("replaced the worker of %s: %s", record.name, new.name)
+    return True

@@ -1,0 +1,151 @@
+"""Faults of task workers: a call that kills its worker process is delivered again, at most MCS_MAX_DELIVERIES
+times, then fails with worker_lost (it does not kill workers for ever), and the task keeps serving other calls."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from functools import partial
+
+import pytest
+
+from deploy_mcp.deployer import Deployer, registered_tasks
+from deploy_mcp.process_runtime import ProcessRuntime
+from mcs.codegen import generate_task_folder
+from mcs.core.bundle import read_folder
+from mcs.core.celery_app import PrefixedApps, create_celery_app, task_key_prefix
+from mcs.core.errors import WorkerLost
+from mcs.core.settings import Settings
+from mcs.invoker import TaskInvoker
+from Redis.registry import TaskRegistry
+
+pytestmark = pytest.mark.integration
+
+TASK, QUEUE = "fragile", "fragile_q"
+PARAMS = [{"name": "a", "type": "int"}, {"name": "b", "type": "int"}]
+# 666 kills the pool process that runs the call, as the kernel's OOM killer does to a call over the memory limit.
+BODY = "import os, signal\nif a == 666:\n    os.kill(os.getpid(), signal.SIGKILL)\nreturn a + b"
+
+
+@pytest.fixture
+def deployed(settings: Settings) -> Iterator[Settings]:
+    runtime = ProcessRuntime(settings)
+    deployer = Deployer(settings, TaskRegistry(settings), runtime, partial(registered_tasks, PrefixedApps(settings)))
+    generate_task_folder(settings, task_name=TASK, description="fragile", parameters=PARAMS, function_body=BODY,
+                         queue=QUEUE, return_type="int", overwrite=True)  # fmt: skip
+    files = read_folder(settings, settings.generated_tasks_dir / f"{TASK}_{QUEUE}")
+    deployer.deploy({"task_name": TASK, "queue": QUEUE, "parameters": PARAMS, "return_type": "int",
+                     "files": [f.model_dump() for f in files]})  # fmt: skip
+    try:
+        yield settings
+    finally:
+        for handle in runtime.workers():
+            with contextlib.suppress(Exception):
+                runtime.remove(handle)
+
+
+def test_a_call_that_kills_its_worker_ends_with_worker_lost_and_the_task_keeps_serving(deployed: Settings) -> None:
+    s = deployed
+    invoker = TaskInvoker(s, TaskRegistry(s), create_celery_app(s))
+    started = time.monotonic()
+    with pytest.raises(WorkerLost) as lost:
+        invoker.trigger(TASK, kwargs={"a": 666, "b": 0}, timeout_s=60)
+    assert time.monotonic() - started < 60
+    assert lost.value.code == "worker_lost" and f"each of its {s.max_deliveries} deliveries" in lost.value.message
+    assert lost.value.details["exception_type"] == "WorkerLost"
+    app = create_celery_app(s, key_prefix=task_key_prefix(s, TASK))
+    deliveries = app.backend.client.get(task_key_prefix(s, TASK) + "mcs-deliveries:" + lost.value.details["task_id"])
+    assert int(deliveries) == s.max_deliveries + 1  # killed twice, refused the third time without running
+    assert invoker.trigger(TASK, kwargs={"a": 2, "b": 3}, timeout_s=30).result == 5  # still serving
+    status = invoker.status(invoker.send(TASK, kwargs={"a": 1, "b": 1}).task_id)
+    assert status.status in ("PENDING", "STARTED", "SUCCESS")
+
+
+@pytest.mark.unit
+def test_a_gone_worker_is_replaced_and_its_calls_given_back(tmp_path) -> None:
+    import json
+
+    from deploy_mcp.watchdog import watch_workers
+    from Redis.issued import IssuedTasks
+    from tests.test_deployer import Env
+
+    env = Env(tmp_path)
+    first = env.deployer.deploy(env.request())
+    prefix = env.registry.get("simple_add").deployment.key_prefix
+    issued = IssuedTasks(env.settings, env.registry.client)
+    issued.remember("id-1", "simple_add", "test_queue", prefix)
+    message = {"body": "e30=", "headers": {"id": "id-1"}, "properties": {"delivery_info": {}, "delivery_tag": "t1"}}
+    env.broker.hset(f"{prefix}unacked", "t1", json.dumps([message, "test_queue", "test_queue"]))
+    env.broker.zadd(f"{prefix}unacked_index", {"t1": 1.0})
+
+    assert watch_workers(env.deployer) == []  # a running worker is left alone
+    env.runtime.states[first.container_id] = "EXITED"  # killed: Docker will not restart it
+    assert watch_workers(env.deployer) == ["simple_add"]
+    record = env.registry.get("simple_add")
+    assert record.deployment.container_id != first.container_id and list(env.runtime.running) == [
+        record.deployment.container_id
+    ]
+    assert record.deployment.acl_user == env.runtime.specs[-1].environment["REDIS_USERNAME"]  # its own user again
+    assert env.broker.hlen(f"{prefix}unacked") == 0 and env.broker.zcard(f"{prefix}unacked_index") == 0
+    (requeued,) = env.broker.lrange(f"{prefix}test_queue", 0, -1)
+    assert json.loads(requeued)["headers"] == {"id": "id-1", "redelivered": True}
+    assert issued.find("id-1")["redelivered"] == 1 and issued.find("id-1")["worker_lost_at"] > 0
+    assert watch_workers(env.deployer) == []
+
+
+@pytest.fixture(scope="module")
+def stage(docker_client, tmp_path_factory: pytest.TempPathFactory):
+    from tests.deploy_stage import open_stage
+
+    with open_stage(tmp_path_factory, watch_every_s=1.0) as opened:
+        yield opened
+
+
+@pytest.mark.docker
+def test_a_killed_worker_loses_no_call_and_is_replaced(stage, docker_client) -> None:
+    params = [{"name": "seconds", "type": "float"}]
+    generated, deployed = stage.mcp(  # both must succeed
+        ("generate_startMain_code", {"task_name": "sturdy", "description": "sleeps", "parameters": params,
+                                     "function_body": "import time\ntime.sleep(seconds)\nreturn seconds",
+                                     "queue": "sturdy_q", "overwrite": True}),
+        ("deploy_task", {"task_name": "sturdy", "description": "sleeps", "parameters": params, "queue": "sturdy_q"}),
+    )  # fmt: skip
+    assert generated["success"] and deployed["success"], deployed
+    sent = stage.one("send_celery_task", task_name="sturdy", kwargs={"seconds": 5})
+    deadline = time.monotonic() + 30
+    while stage.one("get_celery_result", task_id=sent["task_id"])["status"] != "STARTED":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1)
+    docker_client.containers.get(deployed["container_id"]).kill()  # a manual stop: Docker does not restart it
+    killed_at = time.monotonic()
+    said_lost = False
+    while (status := stage.one("get_celery_result", task_id=sent["task_id"]))["status"] != "SUCCESS":
+        assert status["success"], status
+        said_lost = said_lost or bool(status.get("worker_lost_at"))
+        assert time.monotonic() - killed_at < stage.settings.task_time_limit_s + 60, status
+        time.sleep(0.5)
+    assert status["result"] == 5
+    assert said_lost, "get_celery_result never said the worker was lost"
+    record = stage.one("get_task_details", task_name="sturdy")["task"]
+    assert record["deployment"]["container_id"] != deployed["container_id"]
+    assert docker_client.containers.get(record["deployment"]["container_id"]).status == "running"
+    assert stage.one("trigger_celery_task", task_name="sturdy", kwargs={"seconds": 0})["result"] == 0
+
+
+@pytest.mark.docker
+def test_a_call_over_the_memory_limit_ends_with_worker_lost(stage) -> None:
+    params = [{"name": "mib", "type": "int"}]
+    body = "block = bytearray(mib * 1024 * 1024)\nreturn len(block) // (1024 * 1024)"
+    generated, deployed = stage.mcp(  # both must succeed
+        ("generate_startMain_code", {"task_name": "hungry", "description": "allocates", "parameters": params,
+                                     "function_body": body, "queue": "hungry_q", "overwrite": True}),
+        ("deploy_task", {"task_name": "hungry", "description": "allocates", "parameters": params, "queue": "hungry_q"}),
+    )  # fmt: skip
+    assert generated["success"] and deployed["success"], deployed
+    started = time.monotonic()
+    lost = stage.one("trigger_celery_task", task_name="hungry", kwargs={"mib": 1024}, timeout_s=120)
+    assert lost["success"] is False and lost["error"] == "worker_lost", lost
+    assert "memory limit of 256 MiB" in lost["message"] and time.monotonic() - started < 120
+    assert stage.one("trigger_celery_task", task_name="hungry", kwargs={"mib": 8})["result"] == 8  # still serving
