@@ -28,7 +28,10 @@ what was wrong and what is accepted."""
 def build_server(settings: Settings | None = None, services: Services | None = None) -> MCPServer:
     """The MCS server with every tool registered; nothing connects until a tool needs it."""
     services = services or Services(settings or load_settings())
-    server = MCSServer(name="MCS", instructions=INSTRUCTIONS, log_level=services.settings.log_level)
+    settings = services.settings
+    server = MCSServer(
+        name="MCS", instructions=INSTRUCTIONS, log_level=settings.log_level, max_json_depth=settings.max_json_depth
+    )
     deploy_tools.register(server, services)  # generate_startMain_code, deploy_task, undeploy_task, ...
     task_calls.register(server, services)  # trigger_celery_task, send_celery_task, get_celery_result
     registry_tools.register(server, services)  # get_available_tasks, get_task_details, ...

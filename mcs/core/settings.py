@@ -91,6 +91,7 @@ class Settings(BaseSettings):
         2, ge=1, le=10, description="deliveries of a call whose worker died under it before it fails (worker_lost)"
     )
     max_payload_bytes: int = Field(1 * MIB, gt=0)
+    max_json_depth: int = Field(64, ge=8, le=512, description="how deep a request line's JSON may nest")
 
     # Deploy.
     worker_base_image: str = "mcs-base:bookworm-py311"

@@ -47,7 +47,19 @@ def _text(data: dict[str, Any]) -> TextContent:
 class MCSServer(MCPServer):
     """MCPServer whose argument-validation failures come back like every other MCS error: a structured result
     with success false, error "invalid_input", the field, the value and what is accepted (the SDK's own answer is
-    plain text). Unknown tools stay protocol-level errors."""
+    plain text). Unknown tools stay protocol-level errors. Over stdio, every line is answered (``stdio_guard``)."""
+
+    def __init__(self, *args: Any, max_json_depth: int = 64, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_json_depth = max_json_depth
+
+    async def run_stdio_async(self) -> None:
+        from mcs.tools.stdio_guard import guarded_stdio
+
+        async with guarded_stdio(self.max_json_depth) as (read_stream, write_stream):
+            await self._lowlevel_server.run(
+                read_stream, write_stream, self._lowlevel_server.create_initialization_options()
+            )
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         try:
