@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from mcs.core.errors import ServiceUnavailable
 from mcs.core.settings import Settings
@@ -17,7 +19,10 @@ from Redis.keys import Keys
 
 
 def make_client(settings: Settings, db: int | None = None) -> redis.Redis:
-    return redis.Redis(**settings.redis_kwargs(db))
+    """A client that rides out a Redis restart: a refused or dropped connection is retried with backoff for about
+    ``MCS_REDIS_RETRIES`` x 0.5 s before it becomes ServiceUnavailable."""
+    retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), settings.redis_retries)
+    return redis.Redis(**settings.redis_kwargs(db), retry=retry, retry_on_error=[redis.ConnectionError])
 
 
 class RedisStore:

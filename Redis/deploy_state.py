@@ -9,18 +9,29 @@ from Redis.connection import RedisStore, redis_errors
 class DeployWorkerState(RedisStore):
     # -- heartbeat --------------------------------------------------------------------------------------------
 
-    def beat(self, ttl_s: int) -> None:
-        """A deploy worker is alive for the next ``ttl_s`` seconds."""
+    def beat(self, ttl_s: int, worker_id: str | None = None) -> None:
+        """A deploy worker (``worker_id``, when given) is alive for the next ``ttl_s`` seconds."""
         with redis_errors(self.settings):
-            self.client.set(self.keys.deploy_worker_alive(), "1", ex=ttl_s)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(self.keys.deploy_worker_alive(), "1", ex=ttl_s)
+            if worker_id:
+                pipe.set(self.keys.deploy_worker_holder_alive(worker_id), "1", ex=ttl_s)
+            pipe.execute()
+
+    def holder_alive(self, worker_id: str) -> bool:
+        """Whether the deploy worker ``worker_id`` (a lock's holder) still beats."""
+        with redis_errors(self.settings):
+            return bool(self.client.exists(self.keys.deploy_worker_holder_alive(worker_id)))
 
     def alive(self) -> bool:
         with redis_errors(self.settings):
             return bool(self.client.exists(self.keys.deploy_worker_alive()))
 
-    def clear(self) -> None:
+    def clear(self, worker_id: str | None = None) -> None:
         with redis_errors(self.settings):
             self.client.delete(self.keys.deploy_worker_alive())
+            if worker_id:
+                self.client.delete(self.keys.deploy_worker_holder_alive(worker_id))
 
     # -- nonces -----------------------------------------------------------------------------------------------
 

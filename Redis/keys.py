@@ -41,6 +41,10 @@ class Keys:
         """STRING with a short TTL, refreshed by a running deploy worker (so deploy_task fails fast without one)."""
         return f"{self.prefix}deploy_worker:alive"
 
+    def deploy_worker_holder_alive(self, worker_id: str) -> str:
+        """STRING with a short TTL, refreshed by the deploy worker ``worker_id`` (the holder named in its locks)."""
+        return f"{self.prefix}deploy_worker:{worker_id}:alive"
+
     def deploy_nonce(self, nonce: str) -> str:
         """STRING with TTL (the signature's accepted window): a deploy message nonce already used."""
         return f"{self.prefix}deploy_nonce:{nonce}"

@@ -30,13 +30,16 @@ class TaskRegistry(RedisStore):
 
     # -- locks ------------------------------------------------------------------------------------------------
 
-    def deploy_lock(self, task_name: str, ttl_s: int) -> AbstractContextManager[str]:
-        """One deploy per task at a time (renewed while held); Conflict when another one holds it."""
-        return redis_lock(self.client, self.keys.deploy_lock(task_name), ttl_s, what=f"a deploy of task {task_name!r}")
+    def deploy_lock(self, task_name: str, ttl_s: int, **holder: Any) -> AbstractContextManager[str]:
+        """One deploy per task at a time (renewed while held); Conflict when another one holds it. ``holder`` and
+        ``holder_alive`` (see ``redis_lock``) free at once a lock whose deploy worker died."""
+        what = f"a deploy of task {task_name!r}"
+        return redis_lock(self.client, self.keys.deploy_lock(task_name), ttl_s, what=what, **holder)
 
-    def queue_lock(self, queue: str, ttl_s: int) -> AbstractContextManager[str]:
+    def queue_lock(self, queue: str, ttl_s: int, **holder: Any) -> AbstractContextManager[str]:
         """One deploy per queue at a time: a queue belongs to one task's worker."""
-        return redis_lock(self.client, self.keys.queue_lock(queue), ttl_s, what=f"a deploy on queue {queue!r}")
+        what = f"a deploy on queue {queue!r}"
+        return redis_lock(self.client, self.keys.queue_lock(queue), ttl_s, what=what, **holder)
 
     # -- writes -----------------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from pydantic import BaseModel
 
 from deploy_mcp.deployer import Deployer, registered_tasks
 from deploy_mcp.runtimes import select_runtime
-from deploy_mcp.watchdog import watch_workers
+from deploy_mcp.watchdog import sweep_unregistered, watch_workers
 from mcs.core import protocol
 from mcs.core.celery_app import APP_NAME, PrefixedApps, celery_config
 from mcs.core.errors import MCSError
@@ -60,9 +61,16 @@ app.add_defaults(_configuration)  # evaluated when Celery first reads its config
 
 
 @functools.cache
+def worker_id() -> str:
+    """This deploy worker, as named in the locks it holds (a host and a process)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@functools.cache
 def deployer() -> Deployer:
     s = settings()
-    return Deployer(s, TaskRegistry(s), select_runtime(s), partial(registered_tasks, PrefixedApps(s)))
+    probe = partial(registered_tasks, PrefixedApps(s))
+    return Deployer(s, TaskRegistry(s), select_runtime(s), probe, holder=worker_id(), holder_alive=state().holder_alive)
 
 
 @functools.cache
@@ -123,7 +131,7 @@ def _start_heartbeat(**_: Any) -> None:
         next_reconcile = 0.0
         while not _alive_stop.is_set():
             try:
-                state().beat(protocol.ALIVE_TTL_S)
+                state().beat(protocol.ALIVE_TTL_S, worker_id())
             except Exception:
                 log.warning("could not refresh the deploy worker's heartbeat", exc_info=True)
             if time.monotonic() >= next_reconcile:
@@ -148,7 +156,11 @@ def _reconcile() -> None:
 
 def _watch() -> None:
     """Replace the gone workers of registered deployments, every MCS_WATCH_EVERY_S (its own thread: a replacement
-    waits for the new worker's answer, which must not hold up the heartbeat)."""
+    waits for the new worker's answer, which must not hold up the heartbeat). First, what dead deploys left."""
+    try:
+        sweep_unregistered(deployer())
+    except Exception:
+        log.warning("could not sweep what earlier deploys left", exc_info=True)
     while not _alive_stop.wait(settings().watch_every_s):
         try:
             replaced = watch_workers(deployer())
@@ -163,7 +175,7 @@ def _watch() -> None:
 def _stop_heartbeat(**_: Any) -> None:
     _alive_stop.set()
     try:
-        state().clear()
+        state().clear(worker_id())
     except Exception:
         log.warning("could not clear the alive key", exc_info=True)
 

@@ -69,6 +69,8 @@ class Deployer(DeploymentQueries):
         probe: Probe,
         broker: Redis | None = None,
         credentials: TaskCredentials | None = None,
+        holder: str | None = None,
+        holder_alive: Callable[[str], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -77,6 +79,8 @@ class Deployer(DeploymentQueries):
         self.folders = VersionFolders(settings, runtime)
         self.broker = broker
         self.credentials = credentials or TaskCredentials(settings, AclUsers(settings, registry.client))
+        # Who holds this deployer's locks, and how to tell that another holder died (its locks are then free).
+        self.holder = {"holder": holder, "holder_alive": holder_alive} if holder else {}
 
     # -- deploy -----------------------------------------------------------------------------------------------
 
@@ -207,10 +211,10 @@ class Deployer(DeploymentQueries):
         return draft
 
     def _lock(self, task: str):
-        return self.registry.deploy_lock(task, self.settings.deploy_lock_ttl_s)
+        return self.registry.deploy_lock(task, self.settings.deploy_lock_ttl_s, **self.holder)
 
     def _queue_lock(self, queue: str):
-        return self.registry.queue_lock(queue, self.settings.deploy_lock_ttl_s)
+        return self.registry.queue_lock(queue, self.settings.deploy_lock_ttl_s, **self.holder)
 
     def _check_queue_owner(self, task: str, queue: str) -> None:
         """A queue belongs to one deployed worker: a second task's worker on it would take the first one's calls

@@ -43,7 +43,7 @@ def watch_workers(deployer: Deployer) -> list[str]:
         if handle is not None and deployer.runtime.state(handle) not in GONE:
             continue
         try:
-            with deployer.registry.deploy_lock(record.name, deployer.settings.deploy_lock_ttl_s):
+            with deployer._lock(record.name):
                 if _replace(deployer, record, handle):
                     replaced.append(record.name)
         except Conflict:
@@ -51,6 +51,31 @@ def watch_workers(deployer: Deployer) -> list[str]:
         except Exception:
             log.exception("could not replace the worker of %s", record.name)
     return replaced
+
+
+def sweep_unregistered(deployer: Deployer) -> list[str]:
+    """At start: remove the workers that no registration points at (a deploy worker died between starting a new
+    version and registering it, or between registering it and retiring the previous one) and the Redis users no
+    registration names. Tasks with a deploy in progress (their lock held by a live deploy worker) are left alone."""
+    removed = []
+    for task in sorted({h.task_name for h in deployer.runtime.workers()}):
+        try:
+            with deployer._lock(task):
+                record = deployer.registry.find(task)
+                dep = record.deployment if record else None
+                for handle in deployer.runtime.workers(task):
+                    if dep is None or handle.id != dep.container_id:
+                        deployer.runtime.remove(handle)
+                        removed.append(handle.name)
+                if dep is not None:
+                    deployer.credentials.retire_others(task, keep=dep.acl_user)
+        except Conflict:
+            continue
+        except Exception:
+            log.exception("could not sweep what deploys of %s left", task)
+    if removed:
+        log.warning("removed %d worker(s) no registration points at: %s", len(removed), ", ".join(removed))
+    return removed
 
 
 def _replace(deployer: Deployer, stale: TaskRecord, handle) -> bool:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OnProgress = Callable[[str], None]
+ALIVE_CHECK_EVERY_S = 5.0  # with the heartbeat's 15 s TTL: a dead deploy worker is noticed within 20 s
 
 
 class DeployClient:
@@ -79,7 +80,11 @@ class DeployClient:
             ) from None
         deadline = time.monotonic() + timeout_s
         last_step = None
+        next_check = time.monotonic() + ALIVE_CHECK_EVERY_S
         while True:
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + ALIVE_CHECK_EVERY_S
+                self._require_worker(during=result.id)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TaskTimeout(
@@ -111,7 +116,15 @@ class DeployClient:
             raise MCSError.from_dict(value)
         return value
 
-    def _require_worker(self) -> None:
+    def _require_worker(self, during: str | None = None) -> None:
+        if during is not None and not self.state.alive():
+            raise ServiceUnavailable(
+                "the deploy worker stopped (its heartbeat lapsed) while it handled this request; whatever was "
+                "serving before keeps serving, and the next deploy worker cleans up what this one left: start it "
+                f"again and retry (task_id {during})",
+                service="deploy_worker",
+                task_id=during,
+            )
         if not self.state.alive():
             raise ServiceUnavailable(
                 "no deploy worker is running: start it with deploy_mcp/start_deploy_worker.sh (or `make up`), "

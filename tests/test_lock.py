@@ -36,3 +36,14 @@ def test_release_never_deletes_a_lock_someone_else_holds() -> None:
     with redis_lock(client, "k", 30, what="x"):
         client.set("k", "someone-else")  # our lock expired and another deploy took it
     assert client.get("k") == "someone-else"
+
+
+def test_a_lock_whose_holder_died_is_free_at_once() -> None:
+    client = fakeredis.FakeRedis(decode_responses=True)
+    client.set("k", "dead-worker/abc", px=900_000)  # its deploy worker was killed mid-deploy: a 15 min TTL left
+    alive = {"live-worker"}
+    with redis_lock(client, "k", 30, what="x", holder="live-worker", holder_alive=alive.__contains__) as token:
+        assert token.startswith("live-worker/") and client.get("k") == token
+        other = redis_lock(client, "k", 30, what="x", holder="other", holder_alive=alive.__contains__)
+        with pytest.raises(Conflict), other:  # a live holder's lock is not taken over
+            pass

@@ -149,3 +149,20 @@ def test_a_call_over_the_memory_limit_ends_with_worker_lost(stage) -> None:
     assert lost["success"] is False and lost["error"] == "worker_lost", lost
     assert "memory limit of 256 MiB" in lost["message"] and time.monotonic() - started < 120
     assert stage.one("trigger_celery_task", task_name="hungry", kwargs={"mib": 8})["result"] == 8  # still serving
+
+
+@pytest.mark.unit
+def test_at_start_workers_no_registration_points_at_are_removed(tmp_path) -> None:
+    from deploy_mcp.runtime import Artifact
+    from deploy_mcp.watchdog import sweep_unregistered
+    from tests.test_deployer import Env
+
+    env = Env(tmp_path)
+    serving = env.deployer.deploy(env.request())
+    record = env.registry.get("simple_add")
+    options = env.deployer.options_of(record.deployment)
+    artifact = Artifact("fake", record.deployment.image, record.deployment.image, reused=True)
+    # A deploy worker that died after starting a new version, before registering it: the worker runs, unregistered.
+    orphan = env.runtime.start(env.deployer.run_spec("simple_add", "test_queue", "f" * 16, artifact, None, options))
+    assert sweep_unregistered(env.deployer) == [orphan.name]
+    assert list(env.runtime.running) == [serving.container_id]

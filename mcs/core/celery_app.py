@@ -45,6 +45,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # hard time limit so a long task is not run twice while it is still running.
         "broker_transport_options": {"visibility_timeout": max(3600, 2 * settings.task_time_limit_s)},
         "broker_connection_retry_on_startup": True,
+        # A send rides out a Redis restart of a few seconds (about 3.5 s of retries) instead of failing at once.
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {
+            "max_retries": 8,
+            "interval_start": 0.05,
+            "interval_step": 0.25,
+            "interval_max": 0.5,
+        },
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
     }

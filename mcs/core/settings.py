@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     metadata_db: int = Field(0, ge=0)
     metadata_prefix: str = Field("mcs:", pattern=r"^[A-Za-z0-9_:.-]{1,32}$")
     redis_socket_timeout_s: float = Field(5.0, gt=0)
+    redis_retries: int = Field(8, ge=0, le=50, description="retries of a refused Redis connection (about 0.5 s each)")
     redis_socket: Path | None = Field(
         None,
         description="Redis's unix socket on this host; when set, workers reach Redis only through it (no network)",
