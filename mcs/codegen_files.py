@@ -7,6 +7,7 @@ the worker's own packages.
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -36,9 +37,23 @@ class FileInput(BaseModel):
     content: str
 
 
+# Characters that split lines for str.splitlines and editors but not for Python's tokenizer (or, form feed, that
+# reset its indentation): code shown with them is not the code that runs.
+LINE_SPLITTERS = re.compile("[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
 def check_text(text: str, field: str) -> None:
     if "\x00" in text:
         raise InvalidInput(field, "<text with a NUL character>", "text without NUL characters")
+    found = LINE_SPLITTERS.search(text)
+    if found is not None:
+        line = text.count("\n", 0, found.start()) + 1
+        raise InvalidInput(
+            field,
+            f"<{found.group()!r} on line {line}>",
+            "no form feed, vertical tab or other line separator (\\x0b \\x0c \\x1c-\\x1e \\x85 \\u2028 \\u2029): "
+            "they change how lines split, so what main_content shows would not be what runs",
+        )
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

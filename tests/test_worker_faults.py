@@ -166,3 +166,37 @@ def test_at_start_workers_no_registration_points_at_are_removed(tmp_path) -> Non
     orphan = env.runtime.start(env.deployer.run_spec("simple_add", "test_queue", "f" * 16, artifact, None, options))
     assert sweep_unregistered(env.deployer) == [orphan.name]
     assert list(env.runtime.running) == [serving.container_id]
+
+
+LEAVER = (
+    "import subprocess\n"
+    "out = subprocess.run(['sh', '-c', 'sleep 300 >/dev/null 2>&1 & echo $!'], capture_output=True, text=True)\n"
+    "return int(out.stdout.strip())"
+)
+
+
+def test_what_a_call_started_does_not_outlive_it(settings: Settings) -> None:
+    import os
+
+    runtime = ProcessRuntime(settings)
+    deployer = Deployer(settings, TaskRegistry(settings), runtime, partial(registered_tasks, PrefixedApps(settings)))
+    generate_task_folder(settings, task_name="leaver", description="leaves a process", parameters=[],
+                         function_body=LEAVER, queue="leaver_q", return_type="int", overwrite=True)  # fmt: skip
+    files = read_folder(settings, settings.generated_tasks_dir / "leaver_leaver_q")
+    deployer.deploy({"task_name": "leaver", "queue": "leaver_q", "return_type": "int",
+                     "files": [f.model_dump() for f in files]})  # fmt: skip
+    try:
+        invoker = TaskInvoker(settings, TaskRegistry(settings), create_celery_app(settings))
+        pid = invoker.trigger("leaver", timeout_s=30).result  # a double-forked `sleep 300`
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            assert time.monotonic() < deadline, f"process {pid} outlived the call that started it"
+            time.sleep(0.1)
+    finally:
+        for handle in runtime.workers():
+            with contextlib.suppress(Exception):
+                runtime.remove(handle)

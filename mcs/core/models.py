@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from mcs.core.errors import InvalidInput
 from mcs.core.names import validate_category, validate_description, validate_identifier, validate_name, validate_queue
@@ -26,7 +26,7 @@ class ParameterSpec(BaseModel):
 
     name: str
     type: str = Field("Any", min_length=1, max_length=MAX_TYPE_CHARS)
-    required: bool = True
+    required: StrictBool = True
     description: str = Field("", max_length=MAX_PARAM_DESCRIPTION_CHARS)
     default: Any = None
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 import anyio.from_thread
 from mcp.server.mcpserver import Context, MCPServer
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from mcs.codegen import GeneratedTask, generate_task_folder
 from mcs.core import protocol
@@ -49,7 +49,9 @@ def register(server: MCPServer, services: Services) -> None:
         requirements: Annotated[
             list[str] | None, Field(description="the task's own pinned packages, e.g. ['requests==2.32.3']")
         ] = None,
-        overwrite: Annotated[bool, Field(description="replace an existing folder of the same task and queue")] = False,
+        overwrite: Annotated[
+            StrictBool, Field(description="replace an existing folder of the same task and queue")
+        ] = False,
     ) -> GeneratedTask:
         """Generate a complete, runnable Celery task folder in generated_tasks/{task_name}_{queue}/.
 
