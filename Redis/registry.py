@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from mcs.core.errors import Conflict, InvalidInput, NotFound
-from mcs.core.models import DeploymentInfo, ParameterSpec, TaskRecord, parse_model, utc_now
+from mcs.core.models import DeploymentInfo, ParameterSpec, TaskRecord, check_task_record, utc_now
 from mcs.core.names import validate_category, validate_name
 from Redis.connection import RedisStore, redis_errors
 from Redis.lock import redis_lock
@@ -55,8 +55,7 @@ class TaskRegistry(RedisStore):
         deployment: DeploymentInfo | dict[str, Any] | None = None,
     ) -> TaskRecord:
         """Create or update a task. An update keeps ``created_at`` and moves the category atomically."""
-        draft = parse_model(
-            TaskRecord,
+        draft = check_task_record(
             {
                 "name": name,
                 "description": description,
@@ -65,8 +64,7 @@ class TaskRegistry(RedisStore):
                 "category": category,
                 "queue": queue,
                 "deployment": deployment,
-            },
-            "task",
+            }
         )
         if draft.queue == self.settings.deploy_queue:
             raise InvalidInput("queue", draft.queue, "the deploy queue is reserved for MCS's deploy worker")

@@ -37,7 +37,7 @@ from deploy_mcp.versions import VersionFolders
 from mcs.core.bundle import BundleFile, bundle_version, parse_files
 from mcs.core.celery_app import task_key_prefix
 from mcs.core.errors import Conflict, DeployError, InvalidInput, MCSError
-from mcs.core.models import DeploymentInfo, TaskRecord, parse_model
+from mcs.core.models import DeploymentInfo, TaskRecord, check_task_record
 from mcs.core.protocol import NETWORKS, SANDBOXES
 from mcs.core.requirements import check_requirements
 from mcs.core.results import DeployResult
@@ -205,7 +205,7 @@ class Deployer(DeploymentQueries):
         fields = ("task_name", "description", "parameters", "return_type", "category", "queue")
         data = {k: request.get(k) for k in fields if request.get(k) is not None}
         data["name"] = data.pop("task_name", None)
-        draft: TaskRecord = parse_model(TaskRecord, data, "task")
+        draft = check_task_record(data)
         if draft.queue == self.settings.deploy_queue:
             raise InvalidInput("queue", draft.queue, "the deploy queue is reserved for MCS's deploy worker")
         return draft

@@ -8,10 +8,7 @@ the re-printed syntax tree, never the caller's text.
 
 from __future__ import annotations
 
-import ast
-import builtins
 import math
-import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,28 +16,9 @@ from pydantic import BaseModel, ConfigDict
 
 from mcs.codegen_files import check_text
 from mcs.core.errors import InvalidInput
-from mcs.core.models import MAX_PARAMETERS, MAX_TYPE_CHARS, ParameterSpec, parse_model
-from mcs.core.names import validate_description, validate_identifier, validate_name
-
-BUILTIN_TYPES: dict[str, Any] = {
-    name: getattr(builtins, name)
-    for name in ("str", "int", "float", "bool", "bytes", "dict", "list", "tuple", "set", "frozenset", "object")
-}
-TYPING_NAMES = frozenset(
-    {"Any", "Optional", "Union", "List", "Dict", "Tuple", "Set", "FrozenSet", "Literal", "Sequence", "Mapping",
-     "Iterable"}
-)  # fmt: skip
-TYPE_RULE = (
-    "use a type made of " + ", ".join(sorted(BUILTIN_TYPES)) + ", None and the typing names "
-    + ", ".join(sorted(TYPING_NAMES)) + " (bare or as typing.X), combined with [...] and |; e.g. 'int', "
-    "'list[str]', 'Optional[dict]', 'int | None', \"Literal['a', 'b']\""
-)  # fmt: skip
-
-# Names a task function must not take: they would shadow the app, what `celery -A` looks for, or a builtin that
-# the task bodies and the annotations of later tasks rely on.
-RESERVED_TASK_NAMES = frozenset({"app", "celery", "celery_app"}) | frozenset(
-    name for name in dir(builtins) if not name.startswith("_")
-)
+from mcs.core.models import MAX_PARAMETERS, ParameterSpec, parse_model
+from mcs.core.names import validate_description, validate_identifier, validate_task_name
+from mcs.core.types import Annotation, parse_annotation
 
 MAX_TASKS = 32
 MAX_BODY_CHARS = 100_000
@@ -57,14 +35,6 @@ class TaskInput(BaseModel):
     parameters: list[Any] | None = None
     function_body: str
     return_type: str = "Any"
-
-
-@dataclass(frozen=True)
-class Annotation:
-    """A checked type annotation: its source re-printed from the syntax tree, and the typing names it uses."""
-
-    source: str
-    typing_names: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -92,14 +62,7 @@ def check_task(
     field_prefix: str, task_name: Any, description: Any, parameters: Any, function_body: Any, return_type: Any
 ) -> TaskPlan:
     """Validate one task; ``field_prefix`` is "" for the main task, "tasks[i]." for an extra one."""
-    name = validate_name(task_name, field_prefix + "task_name")
-    if name in RESERVED_TASK_NAMES:
-        raise InvalidInput(
-            field_prefix + "task_name",
-            name,
-            "this name is taken by the generated app or a Python builtin (app, celery, celery_app, sum, list, ...); "
-            "choose a more specific name",
-        )
+    name = validate_task_name(task_name, field_prefix + "task_name")
     validate_description(description, field_prefix + "description")
     params = check_parameters(parameters, field_prefix + "parameters")
     returns = parse_annotation(return_type, field_prefix + "return_type")
@@ -138,73 +101,6 @@ def check_parameters(parameters: Any, field: str) -> tuple[Param, ...]:
             default_source = default_literal(spec.default, where + ".default")
         params.append(Param(spec.name, annotation, spec.required, default_source, spec.description))
     return tuple(sorted(params, key=lambda p: not p.required))  # sorted() is stable
-
-
-def parse_annotation(text: Any, field: str) -> Annotation:
-    """Check a type written as text; refuse calls, attributes other than typing.X, strings, lambdas and the rest."""
-    if not isinstance(text, str) or not text.strip() or len(text) > MAX_TYPE_CHARS:
-        raise InvalidInput(field, text, f"a non-empty string of at most {MAX_TYPE_CHARS} characters; {TYPE_RULE}")
-    try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise InvalidInput(field, text, f"not a valid type expression ({exc.msg}); {TYPE_RULE}") from None
-    used: set[str] = set()
-    try:
-        _evaluate(tree.body, used, field, text)
-    except InvalidInput:
-        raise
-    except Exception as exc:  # e.g. TypeError from int[str] or Optional[int, str]
-        raise InvalidInput(field, text, f"not a valid type ({type(exc).__name__}: {exc}); {TYPE_RULE}") from None
-    return Annotation(ast.unparse(_StripTypingPrefix().visit(tree)), frozenset(used))
-
-
-def _evaluate(node: ast.AST, used: set[str], field: str, text: str) -> Any:
-    """Build the typing object of an allow-listed expression, node by node (no eval): proves it is a valid type."""
-    if isinstance(node, ast.Name) and node.id in BUILTIN_TYPES:
-        return BUILTIN_TYPES[node.id]
-    if isinstance(node, ast.Name) and node.id in TYPING_NAMES:
-        used.add(node.id)
-        return getattr(typing, node.id)
-    if (
-        isinstance(node, ast.Attribute)
-        and isinstance(node.value, ast.Name)
-        and node.value.id == "typing"
-        and node.attr in TYPING_NAMES
-    ):
-        used.add(node.attr)
-        return getattr(typing, node.attr)
-    if isinstance(node, ast.Constant) and node.value is None:
-        return None
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
-        return _evaluate(node.left, used, field, text) | _evaluate(node.right, used, field, text)
-    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name | ast.Attribute):
-        generic = _evaluate(node.value, used, field, text)
-        items = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
-        if generic is typing.Literal:
-            args = tuple(_literal_value(item, field, text) for item in items)
-        else:
-            args = tuple(
-                ... if isinstance(item, ast.Constant) and item.value is ... else _evaluate(item, used, field, text)
-                for item in items
-            )
-        return generic[args if len(args) > 1 else args[0]]
-    shown = ast.unparse(node) if isinstance(node, ast.expr) else type(node).__name__
-    raise InvalidInput(field, text, f"{shown!r} is not an accepted type; {TYPE_RULE}")
-
-
-def _literal_value(node: ast.AST, field: str, text: str) -> Any:
-    if isinstance(node, ast.Constant) and isinstance(node.value, str | int | bool | bytes | type(None)):
-        return node.value
-    raise InvalidInput(field, text, "Literal[...] takes only str, int, bool, bytes or None constants")
-
-
-class _StripTypingPrefix(ast.NodeTransformer):
-    """``typing.Optional[int]`` -> ``Optional[int]``: the generated file imports the bare names."""
-
-    def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
-        if isinstance(node.value, ast.Name) and node.value.id == "typing":
-            return ast.copy_location(ast.Name(id=node.attr, ctx=ast.Load()), node)
-        return node
 
 
 def default_literal(value: Any, field: str) -> str:

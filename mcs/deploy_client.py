@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from mcs.core import protocol
 from mcs.core.bundle import read_folder
 from mcs.core.errors import DeployError, MCSError, ServiceUnavailable, TaskTimeout
+from mcs.core.models import check_task_record
 from mcs.core.names import validate_name, validate_queue
 from mcs.core.settings import Settings
 from mcs.core.signing import deploy_secret, sign
@@ -48,8 +49,10 @@ class DeployClient:
         sandbox: str | None = None,
         on_progress: OnProgress | None = None,
     ) -> dict[str, Any]:
-        validate_name(task_name, "task_name")
         validate_queue(queue, "queue")
+        # The deploy worker checks again; checking here answers bad metadata at once, with or without a worker.
+        check_task_record({"name": task_name, "description": description, "parameters": parameters, "queue": queue,
+                           "category": category, "return_type": return_type})  # fmt: skip
         folder = code_folder_path or str(self.settings.generated_tasks_dir / f"{task_name}_{queue}")
         files = read_folder(self.settings, folder)
         payload = {
@@ -69,6 +72,8 @@ class DeployClient:
         self, task: str, payload: dict[str, Any], timeout_s: float, on_progress: OnProgress | None = None
     ) -> dict[str, Any]:
         """Send one signed operation to the deploy worker and wait for its JSON result."""
+        if "task_name" in payload:
+            validate_name(payload["task_name"], "task_name")
         self._require_worker()
         message = sign(deploy_secret(self.settings), protocol.KINDS[task], payload)
         try:

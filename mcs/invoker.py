@@ -27,7 +27,7 @@ from mcs.core.errors import (
     WorkerLost,
 )
 from mcs.core.models import TaskRecord
-from mcs.core.names import validate_name, validate_queue
+from mcs.core.names import validate_queue, validate_task_name
 from mcs.core.results import TaskCallResult, TaskSentResult, TaskStatusResult
 from mcs.core.settings import Settings
 from mcs.payload import check_call_arguments
@@ -95,7 +95,7 @@ class TaskInvoker:
 
     def resolve(self, task_name: Any, queue: Any = None) -> TaskRecord:
         """The registered record for ``task_name``; ``queue``, when given, must be the registered one."""
-        validate_name(task_name, "task_name")
+        validate_task_name(task_name, "task_name")
         if queue is not None:
             validate_queue(queue, "queue")
         record = self.registry.find(task_name)

@@ -86,7 +86,7 @@ class RegistryContract:
             ("task_name", {"name": "../../etc"}),
             ("queue", {"name": "ok", "queue": "$(id)"}),
             ("category", {"name": "ok", "category": "A B"}),
-            ("parameter name", {"name": "ok", "parameters": [{"name": "class"}]}),
+            ("parameters[0].name", {"name": "ok", "parameters": [{"name": "class"}]}),
             ("parameters", {"name": "ok", "parameters": [{"name": "a"}, {"name": "a"}]}),
             ("task.parameters.0.bogus", {"name": "ok", "parameters": [{"name": "a", "bogus": 1}]}),
         ],

@@ -216,3 +216,6 @@ def test_task_users_come_back_after_redis_restarts_without_them(stage: Stage) ->
         assert time.monotonic() < deadline, answer
         time.sleep(1)
     assert stage.one("get_task_details", task_name="survivor")["task"]["deployment"]["acl_user"]
+    redeployed = _deploy(stage, "survivor", "return a * b + 1", ADD, "runc")  # the first deploy after the restart
+    assert redeployed["success"] and not redeployed["reused"]
+    assert stage.one("trigger_celery_task", task_name="survivor", kwargs={"a": 6, "b": 7})["result"] == 43

@@ -43,13 +43,20 @@ def read_folder(settings: Settings, folder: Path | str) -> list[BundleFile]:
     """Read a task folder for deployment, or raise InvalidInput / NotFound saying what is wrong.
 
     Hidden files and folders (``.git``, ``.env``, ``.venv``) and ``__pycache__`` are not deployed."""
-    folder = Path(folder).expanduser()
-    if not folder.is_absolute():
-        # Relative to the project (the seed writes ./generated_tasks/...), else to generated_tasks/: never to the
-        # server's working directory, which depends on how the MCP client started it.
-        candidates = [DATA_ROOT / folder, settings.generated_tasks_dir / folder]
-        folder = next((c for c in candidates if c.exists()), candidates[0])
-    real = Path(os.path.realpath(folder))  # resolved once; everything below is checked against this path
+    rule = "a folder path of at most 1000 characters, without NUL"
+    if not isinstance(folder, str | Path) or "\x00" in str(folder) or len(str(folder)) > 1000:
+        raise InvalidInput("code_folder_path", folder, rule)
+    try:
+        folder = Path(folder).expanduser()
+        if not folder.is_absolute():
+            # Relative to the project (the seed writes ./generated_tasks/...), else to generated_tasks/: never to
+            # the server's working directory, which depends on how the MCP client started it.
+            candidates = [DATA_ROOT / folder, settings.generated_tasks_dir / folder]
+            folder = next((c for c in candidates if c.exists()), candidates[0])
+        real = Path(os.path.realpath(folder))  # resolved once; everything below is checked against this path
+        real.is_dir()
+    except OSError as exc:  # a name too long for the file system, a loop of symlinks
+        raise InvalidInput("code_folder_path", str(folder), f"{rule} ({exc.strerror})") from None
     roots = settings.allowed_deploy_roots
     if not any(inside(root, real) for root in roots):
         raise InvalidInput(

@@ -8,10 +8,17 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from mcs.core.errors import InvalidInput
-from mcs.core.names import validate_category, validate_description, validate_identifier, validate_name, validate_queue
+from mcs.core.names import (
+    validate_category,
+    validate_description,
+    validate_identifier,
+    validate_name,
+    validate_queue,
+    validate_task_name,
+)
+from mcs.core.types import MAX_TYPE_CHARS, parse_annotation
 
 MAX_PARAMETERS = 64
-MAX_TYPE_CHARS = 200
 MAX_PARAM_DESCRIPTION_CHARS = 1000
 
 
@@ -114,3 +121,21 @@ def parse_model(model: type[BaseModel], data: Any, field: str) -> Any:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or field
         raise InvalidInput(f"{field}.{where}" if where != field else field, first.get("input"), first["msg"]) from None
+
+
+def check_task_record(data: Any) -> TaskRecord:
+    """A task's metadata as every tool accepts it (generate, register, deploy): the record's rules, a task name that
+    is not reserved, and parameter and return types of the one type grammar. Records already stored are read with
+    TaskRecord alone, so whatever an older version stored stays readable."""
+    if isinstance(data, dict):
+        validate_task_name(data.get("name"))  # the name first: it is what the caller is told about first
+    if isinstance(data, dict) and isinstance(data.get("parameters"), list):
+        for index, item in enumerate(data["parameters"]):  # name the exact field rather than "parameter name"
+            if isinstance(item, dict) and "name" in item:
+                validate_identifier(item["name"], f"parameters[{index}].name")
+    record: TaskRecord = parse_model(TaskRecord, data, "task")
+    validate_task_name(record.name)
+    for index, spec in enumerate(record.parameters):
+        parse_annotation(spec.type, f"parameters[{index}].type")
+    parse_annotation(record.return_type, "return_type")
+    return record

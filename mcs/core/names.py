@@ -8,6 +8,7 @@ an error that names the value and the rule.
 
 from __future__ import annotations
 
+import builtins
 import keyword
 import re
 from typing import Any
@@ -39,6 +40,25 @@ def validate_name(value: Any, field: str = "task_name") -> str:
     _require_str(field, value, NAME_RULE)
     if not _NAME.fullmatch(value) or keyword.iskeyword(value):
         raise InvalidInput(field, value, NAME_RULE)
+    return value
+
+
+# Names a task must not take, whichever tool it comes through: the generated app's own names and Python's builtins
+# (a task function of that name would shadow what the app, `celery -A` and the other tasks rely on).
+RESERVED_TASK_NAMES = frozenset({"app", "celery", "celery_app"}) | frozenset(
+    name for name in dir(builtins) if not name.startswith("_")
+)
+RESERVED_RULE = (
+    "this name is taken by the generated app or a Python builtin (app, celery, celery_app, sum, list, ...); "
+    "choose a more specific name"
+)
+
+
+def validate_task_name(value: Any, field: str = "task_name") -> str:
+    """A task's name as generate, register, deploy and trigger all accept it: NAME_RULE, and not reserved."""
+    validate_name(value, field)
+    if value in RESERVED_TASK_NAMES:
+        raise InvalidInput(field, value, RESERVED_RULE)
     return value
 
 

@@ -20,7 +20,8 @@ def register(server: MCPServer, services: Services) -> None:
         kwargs: Kwargs = None,
         queue: Queue = None,
         timeout_s: Annotated[
-            float | None, Field(description="seconds to wait for the result (default from settings, 30)")
+            float | None,
+            Field(strict=True, description="seconds to wait for the result (default from settings, 30)"),
         ] = None,
     ) -> TaskCallResult:
         """Run a registered task and wait for its result (synchronous mode).

@@ -1,0 +1,153 @@
+"""Bad input over every tool, table-driven: each call is refused with ``invalid_input`` naming the field and the rule,
+within a second, and nothing is written anywhere (no folder, no registry key, no file outside the roots)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+from mcp import Client
+
+from mcp_server import build_server
+from mcs.services import Services
+from Redis.registry import TaskRegistry
+from tests.helpers import make_settings
+from tests.mcp_clients import data
+from tests.test_mcp_server_unit import NoCelery
+
+pytestmark = pytest.mark.unit
+
+PARAMS = [{"name": "a", "type": "int"}]
+GEN = {"task_name": "good_task", "description": "d", "parameters": PARAMS, "function_body": "return a", "queue": "gq"}
+DEPLOY = {"task_name": "good_task", "description": "d", "parameters": PARAMS, "queue": "gq"}
+REGISTER = {"task_name": "good_task", "description": "d", "parameters": PARAMS, "queue": "rq"}
+CALL = {"task_name": "echo_task"}
+
+BAD_NAMES = ["", "A", "1abc", "a-b", "../x", "$(id)", "a b", "ａｂ", "__init__", "class", "x" * 64, "a\x00b"]
+RESERVED = ["list", "sum", "app"]  # refused where a task is created or called, the same in every such tool
+BAD_QUEUES = ["", "Q", "unacked", "a/b", "x" * 64, "class", "$q", "ü"]
+BAD_PARAMETERS: list[Any] = [
+    "a",
+    [{"name": "1a"}],
+    [{"name": "a", "type": "os.system"}],
+    [{"name": "a", "type": "__import__('os')"}],
+    [{"name": "a", "required": "yes"}],
+    [{"name": "a"}, {"name": "a"}],
+    [{"name": "a", "bogus": 1}],
+    [{"name": "class"}],
+    [{"name": f"p{i}"} for i in range(65)],
+    [{"name": "a", "type": "int" * 100}],
+]
+BAD_RETURN_TYPES = ["os.system", "", "int(", "x" * 201]
+BAD_CATEGORIES = ["", "A", "a b", "x" * 65, "../x"]
+
+CASES: list[tuple[str, dict[str, Any], str]] = []
+for tool, base in (
+    ("generate_startMain_code", GEN),
+    ("deploy_task", DEPLOY),
+    ("register_task_info", REGISTER),
+    ("trigger_celery_task", CALL),
+    ("send_celery_task", CALL),
+):
+    CASES += [(tool, {**base, "task_name": name}, "task_name") for name in BAD_NAMES + RESERVED]
+for tool in ("get_task_details", "undeploy_task", "get_task_logs"):
+    CASES += [(tool, {"task_name": name}, "task_name") for name in BAD_NAMES]
+for tool, base in (("generate_startMain_code", GEN), ("deploy_task", DEPLOY), ("register_task_info", REGISTER)):
+    CASES += [(tool, {**base, "queue": queue}, "queue") for queue in BAD_QUEUES]
+    CASES += [(tool, {**base, "parameters": params}, "parameters") for params in BAD_PARAMETERS]
+    CASES += [(tool, {**base, "return_type": rt}, "return_type") for rt in BAD_RETURN_TYPES]
+    CASES += [(tool, {**base, "description": d}, "description") for d in ("x" * 2001, 5)]
+for tool, base in (("trigger_celery_task", CALL), ("send_celery_task", CALL)):
+    CASES += [(tool, {**base, "queue": queue}, "queue") for queue in BAD_QUEUES]
+    CASES += [
+        (tool, {**base, "args": "x"}, "args"),
+        (tool, {**base, "args": {"a": 1}}, "args"),
+        (tool, {**base, "kwargs": [1]}, "kwargs"),
+        (tool, {**base, "kwargs": {"nope": 1}}, "kwargs"),
+        (tool, {**base, "kwargs": {}}, "kwargs"),
+        (tool, {**base, "args": [1, 2]}, "args"),
+        (tool, {**base, "kwargs": {"value": "x" * 2000}}, "args/kwargs"),
+    ]
+CASES += [("trigger_celery_task", {**CALL, "timeout_s": t}, "timeout_s") for t in (0, -1, 1e9, "x", True)]
+CASES += [("get_celery_result", {"task_id": t}, "task_id") for t in ("", "abc", "../x", 123, "x" * 100)]
+CASES += [("get_task_logs", {"task_name": "echo_task", "tail_lines": n}, "tail_lines") for n in (0, 501, -1, "x")]
+CASES += [("get_tasks_by_category_name", {"category": c}, "category") for c in BAD_CATEGORIES]
+CASES += [("register_task_info", {**REGISTER, "category": c}, "category") for c in BAD_CATEGORIES]
+CASES += [("get_available_tasks", args, field) for args, field in (
+    ({"offset": -1}, "offset"), ({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"limit": "x"}, "limit"),
+    ({"offset": 1.5}, "offset"),
+)]  # fmt: skip
+CASES += [("deploy_task", {**DEPLOY, "code_folder_path": p}, "code_folder_path") for p in (
+    "/etc", "../../etc", "generated_tasks/../../etc", "a\x00b", "x" * 300, "/proc/self",
+)]  # fmt: skip
+CASES += [("deploy_task", {**DEPLOY, "network": n}, "network") for n in ("bridge", "host", "container:x")]
+CASES += [("deploy_task", {**DEPLOY, "sandbox": n}, "sandbox") for n in ("kata", "runsc")]
+CASES += [("generate_startMain_code", {**GEN, "function_body": b}, "function_body") for b in (
+    "", "x = 1\x0cimport os", "return (", "yield 1", "x" * 100_001, "return a\x00",
+)]  # fmt: skip
+CASES += [("generate_startMain_code", {**GEN, "additional_files": f}, "additional_files") for f in (
+    [{"filename": "../x.py", "content": ""}], [{"filename": "/abs.py", "content": ""}],
+    [{"filename": "os.py", "content": ""}], [{"filename": "Dockerfile", "content": ""}],
+    [{"filename": "a.exe", "content": ""}], "notalist",
+)]  # fmt: skip
+CASES += [("generate_startMain_code", {**GEN, "requirements": r}, "requirements") for r in (
+    ["-e x"], ["x"], ["x>=1"], ["celery==5.0"], "notalist", ["a==1", "a==2"],
+)]  # fmt: skip
+CASES += [("generate_startMain_code", {**GEN, "overwrite": v}, "overwrite") for v in ("yes", 1)]
+
+
+def test_the_table_has_at_least_200_cases_over_every_tool() -> None:
+    assert len(CASES) >= 200
+    assert {tool for tool, _, _ in CASES} | {"list_deployments", "get_task_categories"} == {
+        "generate_startMain_code",
+        "deploy_task",
+        "trigger_celery_task",
+        "send_celery_task",
+        "get_celery_result",
+        "get_available_tasks",
+        "get_task_details",
+        "register_task_info",
+        "get_tasks_by_category_name",
+        "get_task_categories",
+        "undeploy_task",
+        "list_deployments",
+        "get_task_logs",
+    }  # fmt: skip  (the last two take no input)
+
+
+def _snapshot(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("bad-input")
+    services = Services(make_settings(root, max_payload_bytes=1000))
+    services.__dict__["registry"] = TaskRegistry(services.settings, client=fakeredis.FakeRedis(decode_responses=True))
+    services.__dict__["celery_app"] = NoCelery()
+    services.registry.register(name="echo_task", parameters=[{"name": "value", "type": "str"}], queue="eq")
+    return root, services
+
+
+@pytest.mark.parametrize(("tool", "args", "field"), CASES, ids=[f"{t}-{i}" for i, (t, _, _) in enumerate(CASES)])
+def test_bad_input_is_refused_naming_field_and_rule(server, tool: str, args: dict[str, Any], field: str) -> None:
+    root, services = server
+    files_before = _snapshot(root)
+    keys_before = set(services.registry.client.keys("*"))
+
+    async def run() -> dict[str, Any]:
+        async with Client(build_server(services=services)) as client:
+            started = time.monotonic()
+            answer = data(await client.call_tool(tool, args))
+            answer["elapsed_s"] = time.monotonic() - started
+            return answer
+
+    answer = asyncio.run(run())
+    assert answer["success"] is False and answer["error"] == "invalid_input", answer
+    assert field in answer["field"] and answer["rule"], answer
+    assert len(answer["message"]) < 2000 and answer["elapsed_s"] < 1.0
+    assert _snapshot(root) == files_before and set(services.registry.client.keys("*")) == keys_before
