@@ -140,6 +140,7 @@ class Deployer(DeploymentQueries):
                 )
                 with timings.step("register"):
                     record = self.register(draft, deployment)
+                    self.folders.mark_registered(task, queue, version)
             except Exception as exc:
                 error = self._deploy_error(exc, handle)  # reads the worker's log before it is removed
                 self._discard(handle, artifact, folder if created else None, current)

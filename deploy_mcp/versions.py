@@ -14,6 +14,7 @@ from mcs.core.bundle import BundleFile, write_bundle
 from mcs.core.settings import Settings
 
 STAGING = ".staging"
+REGISTERED = ".registered"  # deployments/.registered/{task}_{queue}/{version}: versions that were ever registered
 
 
 class VersionFolders:
@@ -74,4 +75,24 @@ class VersionFolders:
         ref = self.runtime.artifact_ref(task, folder.name)
         self.runtime.remove_artifact(ref)
         shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self._marker(folder.parent.name, folder.name).unlink()
         return ref
+
+    def _marker(self, task_dir_name: str, version: str) -> Path:
+        return self.settings.deployments_dir / REGISTERED / task_dir_name / version
+
+    def mark_registered(self, task: str, queue: str, version: str) -> None:
+        """This version served once (it may be kept for later); a folder without the mark was never registered."""
+        marker = self._marker(f"{task}_{queue}", version)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+
+    def remove_unregistered(self, task: str, queue: str, current: str | None) -> list[str]:
+        """Remove the versions (folder and artefact) of deploys that died before registering them."""
+        task_dir = self.task_dir(task, queue)
+        removed = []
+        for folder in task_dir.iterdir() if task_dir.is_dir() else ():
+            if folder.is_dir() and folder.name != current and not self._marker(task_dir.name, folder.name).exists():
+                removed.append(self.remove_version(task, folder))
+        return removed

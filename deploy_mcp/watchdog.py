@@ -54,9 +54,10 @@ def watch_workers(deployer: Deployer) -> list[str]:
 
 
 def sweep_unregistered(deployer: Deployer) -> list[str]:
-    """At start: remove the workers that no registration points at (a deploy worker died between starting a new
-    version and registering it, or between registering it and retiring the previous one) and the Redis users no
-    registration names. Tasks with a deploy in progress (their lock held by a live deploy worker) are left alone."""
+    """At start: remove what deploys that died left behind: workers no registration points at (a deploy worker died
+    between starting a new version and registering it, or between registering it and retiring the previous one),
+    Redis users no registration names, and versions (folder and image) no deploy ever registered. Tasks with a
+    deploy in progress (their lock held by a live deploy worker) are left alone."""
     removed = []
     for task in sorted({h.task_name for h in deployer.runtime.workers()}):
         try:
@@ -69,6 +70,7 @@ def sweep_unregistered(deployer: Deployer) -> list[str]:
                         removed.append(handle.name)
                 if dep is not None:
                     deployer.credentials.retire_others(task, keep=dep.acl_user)
+                    removed += deployer.folders.remove_unregistered(task, record.queue, dep.version)
         except Conflict:
             continue
         except Exception:

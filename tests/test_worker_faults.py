@@ -164,8 +164,12 @@ def test_at_start_workers_no_registration_points_at_are_removed(tmp_path) -> Non
     artifact = Artifact("fake", record.deployment.image, record.deployment.image, reused=True)
     # A deploy worker that died after starting a new version, before registering it: the worker runs, unregistered.
     orphan = env.runtime.start(env.deployer.run_spec("simple_add", "test_queue", "f" * 16, artifact, None, options))
-    assert sweep_unregistered(env.deployer) == [orphan.name]
-    assert list(env.runtime.running) == [serving.container_id]
+    never_registered = env.settings.deployments_dir / "simple_add_test_queue" / ("f" * 16)
+    never_registered.mkdir()
+    env.runtime.artifacts[env.runtime.artifact_ref("simple_add", "f" * 16)] = None
+    assert sweep_unregistered(env.deployer) == [orphan.name, f"mcs-simple_add:{'f' * 16}"]
+    assert list(env.runtime.running) == [serving.container_id] and not never_registered.exists()
+    assert list(env.runtime.artifacts) == [f"mcs-simple_add:{serving.version}"]  # the registered version is kept
 
 
 LEAVER = (
