@@ -3,6 +3,7 @@ ones. Also the per-step timings every deploy result reports."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -10,6 +11,9 @@ from contextlib import contextmanager
 from deploy_mcp.runtime import WorkerHandle, WorkerRuntime
 from mcs.core.celery_app import PrefixedApps, celery_task_name
 from mcs.core.errors import DeployError
+from Redis.connection import is_connection_error
+
+log = logging.getLogger(__name__)
 
 # (celery hostname, timeout_s, key_prefix=...) -> the task names the worker registers, or None when it did not
 # answer in time. The prefix is the task's: its remote-control channel is under it.
@@ -20,7 +24,17 @@ def registered_tasks(apps: PrefixedApps, hostname: str, timeout_s: float, key_pr
     """The Probe of a real Celery worker: the task names it registers, from ``inspect().registered()`` sent on the
     remote-control channel of its prefix (with MCS's own credentials: a task's user cannot reach another's)."""
     app = apps.get(key_prefix)
-    replies = app.control.inspect(destination=[hostname], timeout=timeout_s, limit=1).registered()
+    try:
+        replies = app.control.inspect(destination=[hostname], timeout=timeout_s, limit=1).registered()
+    except Exception as exc:
+        from kombu.exceptions import OperationalError
+
+        if not (isinstance(exc, OperationalError | OSError) or is_connection_error(exc)):
+            raise
+        # A connection the pool kept from before a Redis restart: not an answer; a fresh app asks next time.
+        log.info("the health probe lost its Redis connection (%s); asking again", type(exc).__name__)
+        apps.forget(key_prefix)
+        return None
     return None if not replies or hostname not in replies else list(replies[hostname])
 
 

@@ -114,5 +114,10 @@ class PrefixedApps:
                 self._apps.popitem(last=False)
         return app
 
+    def forget(self, key_prefix: str) -> None:
+        """Drop the app of a prefix (its connections broke): the next ``get`` makes a fresh one."""
+        with self._lock:
+            self._apps.pop(key_prefix, None)
+
     def __len__(self) -> int:
         return len(self._apps)
