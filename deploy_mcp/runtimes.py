@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runtime = prepare(load_settings(), lambda step: print(f"  {step}", file=sys.stderr, flush=True))
     except MCSError as exc:
-        print(json.dumps({"success": False, **exc.to_dict()}, default=str))
+        sys.stdout.write(json.dumps({"success": False, **exc.to_dict()}, default=str) + "\n")  # the CLI's answer
         return 1
-    print(json.dumps({"runtime": runtime.name, "description": runtime.description}))
+    sys.stdout.write(json.dumps({"runtime": runtime.name, "description": runtime.description}) + "\n")
     return 0
 
 
