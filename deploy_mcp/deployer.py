@@ -143,9 +143,7 @@ class Deployer(DeploymentQueries):
                     self.folders.mark_registered(task, queue, version)
             except Exception as exc:
                 error = self._deploy_error(exc, handle)  # reads the worker's log before it is removed
-                self._discard(handle, artifact, folder if created else None, current)
-                if user is not None:
-                    self._quietly(lambda: self.credentials.drop(user.username))
+                self._discard(handle, artifact, folder if created else None, current, user)
                 raise error from None
             say("retiring the previous worker")
             warnings: list[str] = []
@@ -197,7 +195,7 @@ class Deployer(DeploymentQueries):
     def _quietly(action: Callable[[], Any]) -> None:
         try:
             action()
-        except Exception:  # cleanup must not hide the deploy's own error
+        except Exception:  # cleanup must not hide the deploy's own error; it is logged with its traceback
             log.exception("cleanup after a failed deploy")
 
     def _draft(self, request: dict[str, Any]) -> TaskRecord:
@@ -295,9 +293,15 @@ class Deployer(DeploymentQueries):
         )
 
     def _discard(
-        self, handle: WorkerHandle | None, artifact: Artifact | None, folder: Path | None, current: TaskRecord | None
+        self,
+        handle: WorkerHandle | None,
+        artifact: Artifact | None,
+        folder: Path | None,
+        current: TaskRecord | None,
+        user: TaskUser | None,
     ) -> None:
-        """Remove what a failed deploy made; never what the running deployment uses."""
+        """Remove what a failed deploy made (worker, image, folder, Redis user); never what the running deployment
+        uses."""
         current_image = current.deployment.image if current and current.deployment else None
         for action in (
             lambda: handle and self.runtime.remove(handle),
@@ -308,11 +312,9 @@ class Deployer(DeploymentQueries):
                 and self.runtime.remove_artifact(artifact.ref)
             ),
             lambda: folder and shutil.rmtree(folder, ignore_errors=True),
+            lambda: user and self.credentials.drop(user.username),
         ):
-            try:
-                action()
-            except Exception:  # cleanup must not hide the deploy's own error; it is logged with its traceback
-                log.exception("cleanup after a failed deploy")
+            self._quietly(action)
 
     def _deploy_error(self, exc: Exception, handle: WorkerHandle | None) -> MCSError:
         tail = ""
