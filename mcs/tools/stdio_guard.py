@@ -67,25 +67,26 @@ def check_line(raw: bytes, max_depth: int, max_int_digits: int) -> str | None:
         raise RefusedLine(PARSE_ERROR, f"not UTF-8 (byte {exc.start}): every line must be UTF-8 JSON") from None
     if not text:
         return None
-    request_id = _guess_id(text)
     if text.count("[") + text.count("{") > max_depth and nesting_depth(text) > max_depth:
-        raise RefusedLine(INVALID_REQUEST, f"nested deeper than {max_depth} (MCS_MAX_JSON_DEPTH)", request_id)
+        raise RefusedLine(INVALID_REQUEST, f"nested deeper than {max_depth} (MCS_MAX_JSON_DEPTH)", _guess_id(text))
 
     def parse_int(digits: str) -> int:
         if len(digits.lstrip("-")) > max_int_digits:
             raise ValueError(f"an integer of more than {max_int_digits} digits")
         return int(digits)
 
+    # Python's own int() refuses more digits than sys.get_int_max_str_digits(): a hook (slower, called for every
+    # integer of every request) only for a lower limit.
+    hook = parse_int if max_int_digits < (sys.get_int_max_str_digits() or max_int_digits + 1) else None
     try:
-        message = json.loads(text, parse_int=parse_int)
+        message = json.loads(text, parse_int=hook)
     except RecursionError:
-        raise RefusedLine(INVALID_REQUEST, f"nested deeper than {max_depth}", request_id) from None
+        raise RefusedLine(INVALID_REQUEST, f"nested deeper than {max_depth}", _guess_id(text)) from None
     except ValueError as exc:
         code = INVALID_REQUEST if "digits" in str(exc) else PARSE_ERROR
-        raise RefusedLine(code, f"not valid JSON: {str(exc)[:200]}", request_id) from None
-    if isinstance(message, dict):
-        request_id = message.get("id", request_id)
+        raise RefusedLine(code, f"not valid JSON: {str(exc)[:200]}", _guess_id(text)) from None
     if _SURROGATE_ESCAPE.search(text):
+        request_id = message.get("id") if isinstance(message, dict) else None
         try:
             json.dumps(message, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
