@@ -35,11 +35,12 @@ GONE = ("EXITED", "MISSING")
 def watch_workers(deployer: Deployer) -> list[str]:
     """One round: replace every gone worker of a registered deployment; returns the tasks whose worker was replaced."""
     replaced = []
+    running = {h.id: h for h in deployer.runtime.workers()}  # one listing a round, not one per deployment
     for record in deployer.registry.list():
         dep = record.deployment
         if dep is None or dep.runtime != deployer.runtime.name or not dep.key_prefix:
             continue
-        handle = next((h for h in deployer.runtime.workers(record.name) if h.id == dep.container_id), None)
+        handle = running.get(dep.container_id or "")
         if handle is not None and deployer.runtime.state(handle) not in GONE:
             continue
         try:
