@@ -132,7 +132,7 @@ class Stack:
         return self.settings
 
     def _prepare_runtime(self, s: Settings) -> dict[str, Any]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "MCS_"))} | child_env(s)
+        env = process_env(s)
         done = subprocess.run(
             [sys.executable, "-m", "deploy_mcp.runtimes", "prepare"], cwd=PROJECT_ROOT, env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=None, text=True, check=False,
@@ -147,8 +147,7 @@ class Stack:
         return answer
 
     def start_deploy_worker(self, log_path: Path, timeout_s: float = 60.0) -> int:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "MCS_"))}
-        env.update(child_env(self.settings))
+        env = process_env(self.settings)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as out:
             self.deploy_worker = subprocess.Popen(
@@ -172,6 +171,13 @@ class Stack:
         if self.redis_server is not None:
             self.redis_server.stop()
             self.redis_server = None
+
+
+def process_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The whole environment of a child process of MCS: this process's, without any REDIS_* or MCS_* variable of
+    its own, plus these settings (``child_env``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "MCS_"))}
+    return env | child_env(settings, **extra)
 
 
 def socket_path(settings: Settings) -> Path:

@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 
 from mcs.core.settings import PROJECT_ROOT, Settings
+from mcs.stack import process_env
 from Redis.deploy_state import DeployWorkerState
 from Redis.server import LocalRedisServer
 from tests.helpers import TEST_LABEL, make_settings
-from tests.mcp_clients import data, server_env, stdio_client
+from tests.mcp_clients import data, stdio_client
 
 
 @dataclass
@@ -50,8 +51,7 @@ class Stage:
 
 
 def _start_deploy_worker(settings: Settings, log: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "MCS_"))}
-    env.update(server_env(settings, MCS_WORKER_LABELS=json.dumps({TEST_LABEL: "1"})))
+    env = process_env(settings, MCS_WORKER_LABELS=json.dumps({TEST_LABEL: "1"}))
     proc = subprocess.Popen(
         [str(PROJECT_ROOT / "deploy_mcp" / "start_deploy_worker.sh")], cwd="/", env=env,
         stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,

@@ -26,10 +26,11 @@ from mcs.core import protocol
 from mcs.core.celery_app import create_celery_app
 from mcs.core.settings import PROJECT_ROOT, Settings
 from mcs.core.signing import deploy_secret, sign
+from mcs.stack import process_env
 from Redis.registry import TaskRegistry
 from Redis.server import LocalRedisServer
 from tests.helpers import TEST_LABEL, make_settings
-from tests.mcp_clients import data, server_env, stdio_client
+from tests.mcp_clients import data, stdio_client
 
 pytestmark = pytest.mark.docker
 
@@ -57,8 +58,7 @@ def deploy_settings(redis_server: LocalRedisServer, tmp_path_factory: pytest.Tem
 
 @pytest.fixture(scope="module")
 def deploy_worker(deploy_settings: Settings, docker_client) -> Iterator[subprocess.Popen]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "MCS_"))}
-    env.update(server_env(deploy_settings, MCS_WORKER_LABELS=json.dumps({TEST_LABEL: "1"}), MCS_HEALTH_TIMEOUT_S="90"))
+    env = process_env(deploy_settings, MCS_WORKER_LABELS=json.dumps({TEST_LABEL: "1"}), MCS_HEALTH_TIMEOUT_S="90")
     log = (deploy_settings.deployments_dir.parent / "deploy_worker.log").open("wb")
     proc = subprocess.Popen(
         [str(PROJECT_ROOT / "deploy_mcp" / "start_deploy_worker.sh")],

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mcs.core.settings import PROJECT_ROOT, Settings
-from mcs.stack import Stack, child_env, port_is_free, redis_answers
+from mcs.stack import Stack, child_env, port_is_free, process_env, redis_answers
 from Redis.registry import TaskRegistry
 from tests.helpers import make_settings
 
@@ -61,8 +61,7 @@ def test_configured_redis_that_does_not_answer_is_an_error(tmp_path: Path) -> No
 
 
 def stack_command(settings: Settings, command: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "MCS_"))}
-    env.update(child_env(settings))
+    env = process_env(settings)
     return subprocess.run([sys.executable, "-m", "mcs.stack", command], cwd=PROJECT_ROOT, env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from mcs.stack import process_env
 from mcs.tools.stdio_guard import INVALID_REQUEST, PARSE_ERROR, RefusedLine, check_line, nesting_depth
 from tests.helpers import make_settings
-from tests.mcp_clients import SERVER_SCRIPT, server_env
+from tests.mcp_clients import SERVER_SCRIPT
 
 BAD_LINES = {
     "not JSON": (b"this is not json", PARSE_ERROR),
@@ -48,8 +49,7 @@ def test_good_lines_pass_unchanged_and_depth_counts_outside_strings() -> None:
 
 class RawServer:
     def __init__(self, tmp_path: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "MCS_"))}
-        env.update(server_env(make_settings(tmp_path)))
+        env = process_env(make_settings(tmp_path))
         self.proc = subprocess.Popen([sys.executable, str(SERVER_SCRIPT)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)  # fmt: skip
         self.buffer = b""
