@@ -53,6 +53,7 @@ class InvalidInput(MCSError):
         shown = _shorten(value)
         super().__init__(f"invalid {field} {shown}: {rule}", field=field, rule=rule, **details)
         self.field = field
+        self.value = value
         self.rule = rule
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from mcs.core.errors import InvalidInput
+from mcs.core.lifecycle import RetryPolicy
 from mcs.core.names import (
     validate_category,
     validate_description,
@@ -61,6 +62,15 @@ class DeploymentInfo(BaseModel):
     network: str | None = Field(None, description="none (Redis only) or egress (the network the task asked for)")
     sandbox: str | None = Field(None, description="the container runtime: runc or gvisor")
     isolation: str | None = Field(None, description="container, gvisor, or none (process runtime: no isolation)")
+    serve_queue: str | None = Field(
+        None, description="the version's own queue, where MCS sends the task's calls (the worker consumes only it)"
+    )
+    primary: str | None = Field(None, description="the task whose folder this is (its deploy registers every task)")
+    tasks: list[str] = Field(default_factory=list, description="every task of the folder, served by this worker")
+    tests_passed: int | None = Field(None, description="how many test cases this version passed before serving")
+
+    def route_queue(self, queue: str) -> str:
+        return self.serve_queue or queue
 
 
 class TaskRecord(BaseModel):
@@ -76,6 +86,7 @@ class TaskRecord(BaseModel):
     queue: str = "celery"
     created_at: datetime = Field(default_factory=utc_now)
     last_updated: datetime = Field(default_factory=utc_now)
+    retry: RetryPolicy | None = Field(None, description="which exceptions are tried again, how often, how soon")
     deployment: DeploymentInfo | None = None
 
     @field_validator("name")
@@ -102,6 +113,16 @@ class TaskRecord(BaseModel):
     def key_prefix(self) -> str:
         """Where the task's calls and results live: its deployment's prefix ('' for a task registered by hand)."""
         return (self.deployment.key_prefix if self.deployment else None) or ""
+
+    @property
+    def serve_queue(self) -> str:
+        """Where calls go: the deployed version's own queue, or the registered queue (a task registered by hand)."""
+        return self.deployment.route_queue(self.queue) if self.deployment else self.queue
+
+    @property
+    def primary(self) -> str:
+        """The task whose folder (and worker) serves this one: itself, unless it is an extra task of a folder."""
+        return (self.deployment.primary if self.deployment else None) or self.name
 
     @model_validator(mode="after")
     def _unique_parameters(self) -> TaskRecord:
