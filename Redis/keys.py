@@ -29,6 +29,10 @@ class Keys:
         """SET of the categories that have at least one task (so listing them needs no KEYS)."""
         return f"{self.prefix}categories"
 
+    def versions(self, task: str) -> str:
+        """HASH of one task's version history: field = version (full hex), value = JSON of one VersionEntry."""
+        return f"{self.prefix}versions:{task}"
+
     def queue_owner(self, queue: str) -> str:
         """STRING: the name of the deployed task whose worker serves ``queue`` (one deployed task per queue)."""
         return f"{self.prefix}queue_owner:{queue}"

@@ -53,6 +53,7 @@ class TaskRegistry(RedisStore):
         category: str = "general",
         queue: str = "celery",
         deployment: DeploymentInfo | dict[str, Any] | None = None,
+        retry: Any = None,
     ) -> TaskRecord:
         """Create or update a task. An update keeps ``created_at`` and moves the category atomically."""
         draft = check_task_record(
@@ -64,6 +65,7 @@ class TaskRegistry(RedisStore):
                 "category": category,
                 "queue": queue,
                 "deployment": deployment,
+                "retry": retry,
             }
         )
         if draft.queue == self.settings.deploy_queue:
@@ -77,15 +79,16 @@ class TaskRegistry(RedisStore):
             old = _decode(pipe.get(task_key))
             now = utc_now()
             kept = draft.deployment
+            update: dict[str, Any] = {"created_at": old.created_at if old else now, "last_updated": now}
             if kept is None and old is not None and old.deployment is not None:
                 # Metadata updates (register_task_info) keep the deployment; only a deploy replaces it. The queue
                 # and the parameters of a deployed task are its worker's: changing them here would send calls
                 # nowhere or with arguments the code does not take.
                 _refuse_reshaping(old, draft)
                 kept = old.deployment
-            record = draft.model_copy(
-                update={"created_at": old.created_at if old else now, "last_updated": now, "deployment": kept}
-            )
+                if draft.retry is None:
+                    update["retry"] = old.retry  # the retry policy is the deployed code's: register keeps it
+            record = draft.model_copy(update={**update, "deployment": kept})
             old_cat_empty = False
             if old and old.category != record.category:
                 old_cat_key = self.keys.category(old.category)
@@ -96,7 +99,7 @@ class TaskRegistry(RedisStore):
             if old and old.deployment is not None and old.queue != record.queue:
                 pipe.delete(self.keys.queue_owner(old.queue))  # a redeploy moved the task to another queue
             if record.deployment is not None:
-                pipe.set(self.keys.queue_owner(record.queue), record.name)
+                pipe.set(self.keys.queue_owner(record.queue), record.primary)
             pipe.sadd(self.keys.all_tasks(), record.name)
             pipe.sadd(self.keys.category(record.category), record.name)
             pipe.sadd(self.keys.categories(), record.category)
@@ -118,13 +121,17 @@ class TaskRegistry(RedisStore):
         with redis_errors(self.settings):
             owner = self.client.get(self.keys.queue_owner(draft.queue))
         owner = owner.decode() if isinstance(owner, bytes) else owner
-        if owner and owner != draft.name:
+        if owner and owner != draft.name and owner != self._primary_of(draft.name):
             raise Conflict(
                 f"queue {draft.queue!r} is served by task {owner!r}'s deployed worker; register {draft.name!r} on a "
                 "queue of its own",
                 queue=draft.queue,
                 owner=owner,
             )
+
+    def _primary_of(self, name: str) -> str | None:
+        old = self.find(name)
+        return old.primary if old is not None and old.deployment is not None else None
 
     def remove(self, name: str) -> bool:
         """Remove a task and every key of it. Returns False when it was not registered."""

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from deploy_mcp.deployer import Deployer, registered_tasks
 from deploy_mcp.runtimes import select_runtime
+from deploy_mcp.selftest import celery_case_caller
 from deploy_mcp.watchdog import sweep_unregistered, watch_workers
 from mcs.core import protocol
 from mcs.core.celery_app import APP_NAME, PrefixedApps, celery_config
@@ -69,8 +70,17 @@ def worker_id() -> str:
 @functools.cache
 def deployer() -> Deployer:
     s = settings()
-    probe = partial(registered_tasks, PrefixedApps(s))
-    return Deployer(s, TaskRegistry(s), select_runtime(s), probe, holder=worker_id(), holder_alive=state().holder_alive)
+    apps = PrefixedApps(s)
+    probe = partial(registered_tasks, apps)
+    return Deployer(
+        s,
+        TaskRegistry(s),
+        select_runtime(s),
+        probe,
+        holder=worker_id(),
+        holder_alive=state().holder_alive,
+        caller=celery_case_caller(apps),
+    )
 
 
 @functools.cache
@@ -91,14 +101,20 @@ def _run(kind: str, message: Any, operation: Callable[[dict[str, Any]], BaseMode
         return {"success": False, **exc.to_dict()}
 
 
+def _progress(task: Any, what: str) -> Callable[[str], None]:
+    """Report a step as the task's PROGRESS state: the client relays it as MCP progress notifications."""
+
+    def progress(step: str) -> None:
+        log.info("%s: %s", what, step)
+        if task.request.id:
+            task.update_state(state="PROGRESS", meta={"step": step})
+
+    return progress
+
+
 @app.task(name=protocol.DEPLOY, bind=True)
 def deploy_code_folder(self, message: Any) -> dict[str, Any]:
-    def progress(step: str) -> None:
-        log.info("deploy: %s", step)
-        if self.request.id:
-            self.update_state(state="PROGRESS", meta={"step": step})
-
-    return _run("deploy", message, lambda payload: deployer().deploy(payload, progress))
+    return _run("deploy", message, lambda payload: deployer().deploy(payload, _progress(self, "deploy")))
 
 
 @app.task(name=protocol.UNDEPLOY)
@@ -118,6 +134,17 @@ def list_deployments(message: Any) -> dict[str, Any]:
 @app.task(name=protocol.TASK_LOGS)
 def task_logs(message: Any) -> dict[str, Any]:
     return _run("logs", message, lambda p: deployer().task_logs(p.get("task_name"), p.get("tail_lines", 100)))
+
+
+@app.task(name=protocol.LIST_VERSIONS)
+def list_versions(message: Any) -> dict[str, Any]:
+    return _run("versions", message, lambda payload: deployer().versions(payload.get("task_name")))
+
+
+@app.task(name=protocol.ROLLBACK, bind=True)
+def rollback_task(self, message: Any) -> dict[str, Any]:
+    progress = _progress(self, "rollback")
+    return _run("rollback", message, lambda p: deployer().rollback(p.get("task_name"), p.get("version"), progress))
 
 
 _alive_stop = threading.Event()

@@ -33,18 +33,24 @@ from deploy_mcp.credentials import TaskCredentials
 from deploy_mcp.health import Probe, Timings, registered_tasks, wait_healthy
 from deploy_mcp.queries import DeploymentQueries
 from deploy_mcp.runtime import Artifact, BuildSpec, Progress, RunSpec, WorkerHandle, WorkerRuntime
+from deploy_mcp.selftest import CaseCaller, celery_case_caller, run_cases, tests_failed
 from deploy_mcp.versions import VersionFolders
 from mcs.core.bundle import BundleFile, bundle_version, parse_files
-from mcs.core.celery_app import task_key_prefix
-from mcs.core.errors import Conflict, DeployError, InvalidInput, MCSError
-from mcs.core.models import DeploymentInfo, TaskRecord, check_task_record
+from mcs.core.celery_app import PrefixedApps, task_key_prefix, version_queue
+from mcs.core.errors import Conflict, DeployError, InvalidInput, MCSError, NotFound
+from mcs.core.lifecycle import TestRun, VersionEntry
+from mcs.core.manifest import MANIFEST_FILE, DeployPlan, parse_manifest, plan_deploy
+from mcs.core.models import DeploymentInfo, TaskRecord
+from mcs.core.names import validate_name, validate_queue, validate_task_name
 from mcs.core.protocol import NETWORKS, SANDBOXES
 from mcs.core.requirements import check_requirements
-from mcs.core.results import DeployResult
+from mcs.core.results import DeployResult, VersionInfo, VersionsResult
 from mcs.core.settings import Settings
 from mcs.core.worker_image import render_dockerfile
 from Redis.acl import AclUsers, TaskUser
+from Redis.broker import move_queue, requeue_unacked
 from Redis.registry import TaskRegistry
+from Redis.versions import VersionHistory
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -71,6 +77,7 @@ class Deployer(DeploymentQueries):
         credentials: TaskCredentials | None = None,
         holder: str | None = None,
         holder_alive: Callable[[str], bool] | None = None,
+        caller: CaseCaller | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -79,6 +86,8 @@ class Deployer(DeploymentQueries):
         self.folders = VersionFolders(settings, runtime)
         self.broker = broker
         self.credentials = credentials or TaskCredentials(settings, AclUsers(settings, registry.client))
+        self.history = VersionHistory(settings, registry.client)
+        self.caller = caller or celery_case_caller(PrefixedApps(settings))
         # Who holds this deployer's locks, and how to tell that another holder died (its locks are then free).
         self.holder = {"holder": holder, "holder_alive": holder_alive} if holder else {}
 
@@ -87,89 +96,132 @@ class Deployer(DeploymentQueries):
     def deploy(self, request: dict[str, Any], progress: Progress | None = None) -> DeployResult:
         say = progress or (lambda _msg: None)
         timings = Timings()
-        draft = self._draft(request)
-        options = self._options(request)
+        if not isinstance(request, dict):
+            raise InvalidInput("request", "<deploy request>", "a JSON object")
         files = parse_files(request.get("files"), self.settings)
-        task, queue = draft.name, draft.queue
+        plan = self._plan(request, files)
+        options = self._options(plan.network, plan.sandbox)
+        task, queue = plan.main.name, plan.main.queue
         dockerfile, source = self._dockerfile(files, queue)
         # The version covers the build recipe too: a new template or base image rebuilds unchanged code.
         version = bundle_version(files, dockerfile.encode())
         with self._lock(task), self._queue_lock(queue):
-            self._check_queue_owner(task, queue)
+            self._check_queue_owner(plan)
             current = self.registry.find(task)
             reused = self._running_same(current, version, queue, options)
             if reused is not None:
-                record = self.register(draft, current.deployment)  # metadata may have changed; the worker not
+                records = self._register_all(plan, current.deployment, current)  # metadata may have changed
                 timings.total()
-                return self._result(record, reused, version, True, source, timings, "already running")
+                return self._result(records, reused, version, True, source, timings, "already running", plan)
             say(f"staging version {version}")
             with timings.step("stage"):
                 folder, created = self.folders.place(files, task, queue, version)
-            handle: WorkerHandle | None = None
             artifact: Artifact | None = None
-            user: TaskUser | None = None
             try:
                 say(f"building the worker ({self.runtime.name})")
                 with timings.step("build"):
                     labels = dict(self.settings.worker_labels)
                     spec = BuildSpec(task, queue, version, folder, dockerfile, self._requirements(files), labels)
                     artifact = self.runtime.build(spec, progress=say)
-                say("starting the worker")
-                with timings.step("start"):
-                    user = self.credentials.issue(task)
-                    handle = self.runtime.start(self.run_spec(task, queue, version, artifact, user, options))
-                say("waiting for the worker to answer")
-                with timings.step("health"):
-                    prefix = task_key_prefix(self.settings, task)
-                    probe = partial(self.probe, key_prefix=prefix)
-                    wait_healthy(self.runtime, probe, handle, task, self.settings.health_timeout_s)
-                deployment = DeploymentInfo(
-                    deployment_id=str(uuid.uuid4()),
-                    version=version,
-                    image=artifact.ref,
-                    container_id=handle.id,
-                    runtime=self.runtime.name,
-                    deployed_at=datetime.now(UTC),
-                    hostname=handle.hostname,
-                    dockerfile=source,
-                    key_prefix=prefix,
-                    acl_user=user.username if user else None,
-                    network=self._network(options),
-                    sandbox=options.sandbox if self.runtime.name != "process" else None,
-                    isolation=self._isolation(options),
-                )
-                with timings.step("register"):
-                    record = self.register(draft, deployment)
-                    self.folders.mark_registered(task, queue, version)
             except Exception as exc:
-                error = self._deploy_error(exc, handle)  # reads the worker's log before it is removed
-                self._discard(handle, artifact, folder if created else None, current, user)
+                error = self._deploy_error(exc, None)
+                self._discard(None, artifact, folder if created else None, current, None)
                 raise error from None
-            say("retiring the previous worker")
-            warnings: list[str] = []
-            with timings.step("retire"):
-                # The new version serves and is registered: a failure from here on is a warning, not a failure.
-                for step in (
-                    lambda: self._retire(task, keep=handle, old=current),
-                    lambda: self.credentials.retire_others(task, keep=user.username if user else None),
-                    lambda: self.folders.prune(task, queue, version),
-                ):
-                    try:
-                        step()
-                    except Exception as exc:
-                        log.exception("after deploying %s", task)
-                        warnings.append(f"cleanup of older versions incomplete: {type(exc).__name__}: {exc}")
-            timings.total()
-            result = self._result(record, handle, version, False, source, timings, "deployed")
-            return result.model_copy(update={"warnings": [*result.warnings, *warnings]})
+            live = Launch(plan, version, artifact, options, source, fresh_folder=folder if created else None)
+            return self._go_live(live, current, say, timings, "deployed")
 
-    def _options(self, request: dict[str, Any]) -> DeployOptions:
-        network = request.get("network") or "none"
+    def _go_live(
+        self, live: Launch, current: TaskRecord | None, say: Callable[[str], None], timings: Timings, what: str
+    ) -> DeployResult:
+        """Start the version on its own queue, check it answers, run its test cases there, then point the registry
+        at it (from that moment every call goes to it, and none to the previous version), then retire the
+        previous version: it finishes what it took, and what waited on its queue moves to the new one."""
+        plan, version, artifact, options = live.plan, live.version, live.artifact, live.options
+        task, queue = plan.main.name, plan.main.queue
+        prefix = task_key_prefix(self.settings, task)
+        serve_queue = version_queue(queue, version)
+        handle: WorkerHandle | None = None
+        user: TaskUser | None = None
+        run: TestRun | None = None
+        try:
+            say("starting the worker")
+            with timings.step("start"):
+                user = self.credentials.issue(task)
+                handle = self.runtime.start(self.run_spec(task, queue, version, artifact, user, options, serve_queue))
+            say("waiting for the worker to answer")
+            with timings.step("health"):
+                probe = partial(self.probe, key_prefix=prefix)
+                wait_healthy(self.runtime, probe, handle, plan.names, self.settings.health_timeout_s)
+            if plan.cases:
+                say(f"running {len(plan.cases)} test case(s) against version {version[:12]}")
+                with timings.step("tests"):
+                    run = run_cases(self.caller, plan.cases, prefix, serve_queue)
+                if not run.ok:
+                    self._history_entry(live, "refused", run, serve_queue)
+                    raise tests_failed(run, version)
+            deployment = DeploymentInfo(
+                deployment_id=str(uuid.uuid4()),
+                version=version,
+                image=artifact.ref,
+                container_id=handle.id,
+                runtime=self.runtime.name,
+                deployed_at=datetime.now(UTC),
+                hostname=handle.hostname,
+                dockerfile=live.source,
+                key_prefix=prefix,
+                acl_user=user.username if user else None,
+                network=self._network(options),
+                sandbox=options.sandbox if self.runtime.name != "process" else None,
+                isolation=self._isolation(options),
+                serve_queue=serve_queue,
+                primary=task,
+                tasks=plan.names,
+                tests_passed=run.passed if run else None,
+            )
+            with timings.step("register"):
+                records = self._register_all(plan, deployment, current)
+                self.folders.mark_registered(task, queue, version)
+                self._history_entry(live, "serving", run, serve_queue)
+        except Exception as exc:
+            error = self._deploy_error(exc, handle)  # reads the worker's log before it is removed
+            artifact_made = None if live.rollback else artifact
+            self._discard(handle, artifact_made, live.fresh_folder, current, user)
+            raise error from None
+        say("retiring the previous worker")
+        warnings: list[str] = []
+        with timings.step("retire"):
+            # The new version serves and is registered: a failure from here on is a warning, not a failure.
+            for step in (
+                lambda: self._retire(task, keep=handle, old=current, serve_queue=serve_queue),
+                lambda: self.credentials.retire_others(task, keep=user.username if user else None),
+                lambda: self._prune(task, queue, version),
+            ):
+                try:
+                    step()
+                except Exception as exc:
+                    log.exception("after deploying %s", task)
+                    warnings.append(f"cleanup of older versions incomplete: {type(exc).__name__}: {exc}")
+        timings.total()
+        result = self._result(records, handle, version, False, live.source, timings, what, plan, run)
+        return result.model_copy(update={"warnings": [*result.warnings, *warnings]})
+
+    def _plan(self, request: dict[str, Any], files: list[BundleFile]) -> DeployPlan:
+        """The deploy's tasks, tests and choices: the request over the folder's manifest (when it has one)."""
+        validate_task_name(request.get("task_name"))
+        validate_queue(request.get("queue"), "queue")
+        if request.get("queue") == self.settings.deploy_queue:
+            raise InvalidInput("queue", request["queue"], "the deploy queue is reserved for MCS's deploy worker")
+        shipped = next((f for f in files if f.path == MANIFEST_FILE), None)
+        manifest = parse_manifest(shipped.data()) if shipped is not None else None
+        return plan_deploy(request, manifest)
+
+    def _options(self, network: str | None, sandbox: str | None) -> DeployOptions:
+        network = network or "none"
         if network not in NETWORKS:
             raise InvalidInput(
                 "network", network, "none (the worker reaches Redis only) or egress (it needs the network)"
             )
-        sandbox = request.get("sandbox") or self.settings.worker_sandbox
+        sandbox = sandbox or self.settings.worker_sandbox
         if sandbox not in SANDBOXES:
             raise InvalidInput("sandbox", sandbox, "runc (a hardened container) or gvisor (runsc: a user-space kernel)")
         return DeployOptions(network, sandbox)
@@ -198,33 +250,32 @@ class Deployer(DeploymentQueries):
         except Exception:  # cleanup must not hide the deploy's own error; it is logged with its traceback
             log.exception("cleanup after a failed deploy")
 
-    def _draft(self, request: dict[str, Any]) -> TaskRecord:
-        if not isinstance(request, dict):
-            raise InvalidInput("request", "<deploy request>", "a JSON object")
-        fields = ("task_name", "description", "parameters", "return_type", "category", "queue")
-        data = {k: request.get(k) for k in fields if request.get(k) is not None}
-        data["name"] = data.pop("task_name", None)
-        draft = check_task_record(data)
-        if draft.queue == self.settings.deploy_queue:
-            raise InvalidInput("queue", draft.queue, "the deploy queue is reserved for MCS's deploy worker")
-        return draft
-
     def _lock(self, task: str):
         return self.registry.deploy_lock(task, self.settings.deploy_lock_ttl_s, **self.holder)
 
     def _queue_lock(self, queue: str):
         return self.registry.queue_lock(queue, self.settings.deploy_lock_ttl_s, **self.holder)
 
-    def _check_queue_owner(self, task: str, queue: str) -> None:
-        """A queue belongs to one deployed worker: a second task's worker on it would take the first one's calls
-        (and drop them as unregistered)."""
+    def _check_queue_owner(self, plan: DeployPlan) -> None:
+        """A queue belongs to one deployed folder: a second folder's worker on it would take the first one's calls
+        (and drop them as unregistered). A task name of this folder must not be another folder's task either."""
+        task, queue, names = plan.main.name, plan.main.queue, set(plan.names)
         for other in self.registry.list():
-            if other.name != task and other.queue == queue and other.deployment is not None:
+            if other.deployment is None or other.primary == task:
+                continue
+            if other.queue == queue:
                 raise Conflict(
-                    f"queue {queue!r} is served by task {other.name!r}'s worker; deploy {task!r} on its own queue, "
-                    f"or add it to {other.name!r}'s folder (generate_startMain_code `tasks`)",
+                    f"queue {queue!r} is served by task {other.primary!r}'s worker; deploy {task!r} on its own queue, "
+                    f"or add it to {other.primary!r}'s folder (generate_startMain_code `tasks`)",
                     queue=queue,
-                    owner=other.name,
+                    owner=other.primary,
+                )
+            if other.name in names:
+                raise Conflict(
+                    f"task {other.name!r} is deployed in task {other.primary!r}'s folder; rename it in this folder, or "
+                    f"undeploy {other.primary!r} first",
+                    task_name=other.name,
+                    owner=other.primary,
                 )
 
     def _running_same(
@@ -233,6 +284,8 @@ class Deployer(DeploymentQueries):
         dep = current.deployment if current else None
         if dep is None or dep.version != version or dep.runtime != self.runtime.name or current.queue != queue:
             return None
+        if dep.serve_queue != version_queue(queue, version):
+            return None  # deployed before versions had queues of their own: start it on its own
         if dep.key_prefix != task_key_prefix(self.settings, current.name) or dep.network != self._network(options):
             return None  # deployed before confinement, or with another network: restart it confined
         if self.runtime.name != "process" and dep.sandbox != options.sandbox:
@@ -261,7 +314,14 @@ class Deployer(DeploymentQueries):
         return check_requirements(lines, self.settings.max_requirements, from_file=True)
 
     def run_spec(
-        self, task: str, queue: str, version: str, artifact: Artifact, user: TaskUser | None, options: DeployOptions
+        self,
+        task: str,
+        queue: str,
+        version: str,
+        artifact: Artifact,
+        user: TaskUser | None,
+        options: DeployOptions,
+        serve_queue: str | None = None,
     ) -> RunSpec:
         """The worker's start: its own Redis user and prefix (never the administrator's password, unless shared
         credentials were allowed), Redis through the unix socket and no network unless the task asked for one."""
@@ -290,6 +350,7 @@ class Deployer(DeploymentQueries):
             extra_labels=dict(s.worker_labels),
             redis_socket=s.redis_socket,
             sandbox=options.sandbox,
+            serve_queue=serve_queue,
         )
 
     def _discard(
@@ -341,27 +402,95 @@ class Deployer(DeploymentQueries):
             return_type=draft.return_type,
             category=draft.category,
             queue=draft.queue,
+            retry=draft.retry,
             deployment=deployment,
         )
 
-    def _retire(self, task: str, keep: WorkerHandle, old: TaskRecord | None) -> None:
+    def _register_all(self, plan: DeployPlan, deployment: DeploymentInfo, old: TaskRecord | None) -> list[TaskRecord]:
+        """Every task of the folder with the one deployment (the main task last: its record is what the watchdog and
+        the next deploy read); a task the previous version had and this one has not is removed."""
+        records = [self.register(draft, deployment) for draft in plan.records[1:]]
+        records.insert(0, self.register(plan.main, deployment))
+        dropped = set(old.deployment.tasks if old and old.deployment else []) - set(plan.names)
+        for name in sorted(dropped):
+            gone = self.registry.find(name)
+            if gone is not None and gone.primary == plan.main.name:
+                self.registry.remove(name)
+        return records
+
+    def _retire(self, task: str, keep: WorkerHandle, old: TaskRecord | None, serve_queue: str) -> None:
+        """Stop the previous version's workers (each finishes the calls it took), then move what still waits on
+        their queues, or was taken and not acknowledged, to the new version's queue: no call is lost."""
         for handle in self.runtime.workers(task):
             if handle.id != keep.id:
                 self.runtime.remove(handle)
+        prefix = task_key_prefix(self.settings, task)
+        stale = self._retired_queues(task, keep.queue, serve_queue, old)
+        moved = sum(move_queue(self.settings, prefix, q, serve_queue, self.broker) for q in stale)
+        moved += len(requeue_unacked(self.settings, prefix, self.broker, queues=stale, to_queue=serve_queue))
+        if moved:
+            log.info("moved %d call(s) of %s's previous version to version queue %s", moved, task, serve_queue)
         if old is not None and old.queue != keep.queue:  # the task moved queues: its old folders go too
             self.folders.remove_versions(old.name, old.queue, keep=None)
 
+    def _retired_queues(self, task: str, queue: str, serve_queue: str, old: TaskRecord | None) -> set[str]:
+        """The queues earlier versions of ``task`` consumed (their own, or the task's queue before versions had
+        queues of their own), other than the serving one."""
+        queues = {e.serve_queue for e in self.history.list(task) if e.serve_queue} | {queue}
+        if old is not None:
+            queues |= {old.queue, old.serve_queue}
+        return queues - {serve_queue}
+
+    def _prune(self, task: str, queue: str, version: str) -> None:
+        """Keep ``keep_versions`` versions (folder, artefact and history entry); forget what is gone."""
+        self.folders.prune(task, queue, version)
+        for entry in self.history.list(task):
+            if entry.version == version:
+                continue
+            kept = (self.folders.task_dir(task, queue) / entry.version).is_dir()
+            if entry.status == "serving":
+                self.history.set_status(task, entry.version, "kept" if kept else "removed")
+            elif entry.status == "kept" and not kept:
+                self.history.remove(task, entry.version)
+        refused = [e for e in self.history.list(task) if e.status == "refused"]
+        for entry in refused[self.settings.keep_versions :]:
+            self.history.remove(task, entry.version)
+
+    def _history_entry(self, live: Launch, status: str, run: TestRun | None, serve_queue: str) -> None:
+        plan = live.plan
+        entry = VersionEntry(
+            version=live.version,
+            deployed_at=datetime.now(UTC),
+            status=status,
+            image=live.artifact.ref,
+            serve_queue=serve_queue,
+            tests=run,
+            tasks=[
+                r.model_dump(mode="json", exclude={"deployment", "created_at", "last_updated"}) for r in plan.records
+            ],
+            cases=plan.cases,
+            options={"network": live.options.network, "sandbox": live.options.sandbox},
+            dockerfile=live.source,
+        )
+        self.history.record(plan.main.name, entry)
+
     def _result(
         self,
-        record: TaskRecord,
+        records: list[TaskRecord],
         handle: WorkerHandle,
         version: str,
         reused: bool,
         dockerfile: str,
         timings: Timings,
         what: str,
+        plan: DeployPlan,
+        run: TestRun | None = None,
     ) -> DeployResult:
+        record = records[0]
         dep = record.deployment
+        names = [r.name for r in records]
+        tested = f", {run.passed}/{run.total} test case(s) passed" if run else ""
+        also = f"; also registered: {', '.join(names[1:])}" if len(names) > 1 else ""
         return DeployResult(
             task_name=record.name,
             queue=record.queue,
@@ -379,6 +508,98 @@ class Deployer(DeploymentQueries):
             timings_ms=timings.ms,
             warnings=deployment_warnings(dep),
             task=record,
-            message=f"task {record.name} {what}: version {version} on queue {record.queue}, worker RUNNING "
-            f"({self.runtime.name}); test it with trigger_celery_task",
+            tasks=names,
+            sources=plan.sources,
+            tests=run,
+            message=f"task {record.name} {what}: version {version[:12]} on queue {record.queue}, worker RUNNING "
+            f"({self.runtime.name}){tested}{also}; test it with trigger_celery_task",
         )
+
+    # -- versions ---------------------------------------------------------------------------------------------
+
+    def versions(self, task_name: str) -> VersionsResult:
+        record = self._deployed_main(task_name)
+        entries = self.history.list(record.name)
+        serving = record.deployment.version if record.deployment else None
+        items = [
+            VersionInfo(
+                version=e.version,
+                deployed_at=e.deployed_at.isoformat(),
+                status="serving" if e.version == serving else e.status,
+                image=e.image,
+                tests_total=e.tests.total if e.tests else 0,
+                tests_passed=e.tests.passed if e.tests else 0,
+                tests_failed=e.tests.failed if e.tests else 0,
+                can_roll_back=e.version != serving and e.status == "kept",
+            )
+            for e in entries
+        ]
+        return VersionsResult(
+            task_name=record.name,
+            serving=serving,
+            versions=items,
+            count=len(items),
+            keep_versions=self.settings.keep_versions,
+            message=f"{len(items)} version(s) of {record.name}; serving {serving[:12] if serving else 'none'}",
+        )
+
+    def rollback(self, task_name: str, version: Any, progress: Progress | None = None) -> DeployResult:
+        """Serve a kept version again: no build (its artefact is kept), its test cases run again first."""
+        say = progress or (lambda _msg: None)
+        timings = Timings()
+        record = self._deployed_main(task_name)
+        entry = self.history.find(record.name, version)
+        with self._lock(record.name), self._queue_lock(record.queue):
+            current = self.registry.get(record.name)
+            dep = current.deployment
+            if dep is not None and dep.version == entry.version:
+                handle = self._running_same(current, entry.version, current.queue, self.options_of(dep))
+                if handle is not None:
+                    plan = DeployPlan([current], [], dep.network, dep.sandbox)
+                    timings.total()
+                    return self._result([current], handle, entry.version, True, dep.dockerfile or "rendered",
+                                        timings, "already serves this version", plan)  # fmt: skip
+            folder = self.folders.task_dir(record.name, record.queue) / entry.version
+            if entry.status != "kept" or not folder.is_dir():
+                raise Conflict(
+                    f"version {entry.version[:12]} of {record.name!r} is {entry.status}, not kept: only kept versions "
+                    "can be rolled back to (list_task_versions); deploy its files again instead",
+                    task_name=record.name,
+                    version=entry.version,
+                )
+            ref = self.runtime.artifact_ref(record.name, entry.version)
+            artifact = Artifact(self.runtime.name, ref, ref, reused=True)
+            drafts = [TaskRecord.model_validate({**t, "queue": record.queue}) for t in entry.tasks] or [current]
+            plan = DeployPlan(drafts, list(entry.cases), entry.options.get("network"), entry.options.get("sandbox"))
+            options = self._options(plan.network, plan.sandbox)
+            live = Launch(plan, entry.version, artifact, options, entry.dockerfile or "rendered", rollback=True)
+            say(f"rolling {record.name} back to version {entry.version[:12]}")
+            return self._go_live(live, current, say, timings, f"rolled back from {(dep.version or '')[:12]}")
+
+    def _deployed_main(self, task_name: str) -> TaskRecord:
+        record = self.registry.get(validate_name(task_name))
+        if record.deployment is None:
+            raise NotFound(
+                f"task {task_name!r} is registered but not deployed: it has no versions", task_name=task_name
+            )
+        if record.primary != record.name:
+            raise Conflict(
+                f"task {task_name!r} is deployed in task {record.primary!r}'s folder: its versions are "
+                f"{record.primary!r}'s",
+                task_name=task_name,
+                owner=record.primary,
+            )
+        return record
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A version about to go live: what it registers and tests, its artefact and its choices."""
+
+    plan: DeployPlan
+    version: str
+    artifact: Artifact
+    options: DeployOptions
+    source: str  # rendered or custom: the recipe the artefact was built with
+    fresh_folder: Path | None = None  # the version folder this deploy wrote (removed if the deploy fails)
+    rollback: bool = False  # the artefact is a kept one: never removed on failure

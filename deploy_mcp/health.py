@@ -55,18 +55,23 @@ class Timings:
         self.ms["total"] = round((time.perf_counter() - self._start) * 1000, 1)
 
 
-def wait_healthy(runtime: WorkerRuntime, probe: Probe, handle: WorkerHandle, task: str, timeout_s: float) -> None:
-    """Until the deadline: the worker must stay alive and answer with the task among its registered ones."""
+def wait_healthy(
+    runtime: WorkerRuntime, probe: Probe, handle: WorkerHandle, tasks: str | list[str], timeout_s: float
+) -> None:
+    """Until the deadline: the worker must stay alive and answer with every task of its folder among its
+    registered ones."""
     deadline = time.monotonic() + timeout_s
-    wanted = celery_task_name(task)
+    names = [tasks] if isinstance(tasks, str) else tasks
     while time.monotonic() < deadline:
         state = runtime.state(handle)
         if state in ("EXITED", "MISSING", "RESTARTING"):
             raise DeployError(f"the new worker stopped before answering (state {state}): see log_tail", step="health")
         registered = probe(handle.hostname, 0.5)
         if registered is not None:
-            if wanted in registered:
+            missing = [celery_task_name(n) for n in names if celery_task_name(n) not in registered]
+            if not missing:
                 return
+            wanted = missing[0]
             raise DeployError(
                 f"the new worker answers but does not define {wanted}: does app_{{queue}}.py declare "
                 f"@celery_app.task(name={wanted!r})? It registers: {sorted(registered)[:10]}",

@@ -123,7 +123,7 @@ class ProcessRuntime:
         }
         if spec.redis_socket is not None:
             env["REDIS_SOCKET"] = str(spec.redis_socket)
-        command = [str(venv / "bin" / "python"), "-m", *worker_command(spec.queue, spec.hostname)]
+        command = [str(venv / "bin" / "python"), "-m", *worker_command(spec.queue, spec.hostname, spec.serve_queue)]
         with log_path.open("ab") as out:
             proc = subprocess.Popen(
                 command, cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True

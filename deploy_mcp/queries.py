@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from deploy_mcp.confinement import deployment_warnings
-from mcs.core.errors import InvalidInput, NotFound
+from mcs.core.errors import Conflict, InvalidInput, NotFound
 from mcs.core.names import validate_name
 from mcs.core.results import DeploymentStatus, TaskLogsResult, UndeployResult
 from Redis.broker import purge_queue
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from deploy_mcp.versions import VersionFolders
     from mcs.core.settings import Settings
     from Redis.registry import TaskRegistry
+    from Redis.versions import VersionHistory
 
 MAX_LOG_LINES = 500
 
@@ -30,6 +31,7 @@ class DeploymentQueries:
     runtime: WorkerRuntime
     folders: VersionFolders
     credentials: TaskCredentials
+    history: VersionHistory
     broker: Redis | None
 
     def _lock(self, task: str) -> AbstractContextManager[str]:
@@ -38,8 +40,20 @@ class DeploymentQueries:
     # -- undeploy, list, logs ---------------------------------------------------------------------------------
 
     def undeploy(self, task_name: str) -> UndeployResult:
+        """Remove a deployed folder entirely: its worker, every task it registered, its versions and queues. An extra
+        task of a folder is refused (naming the folder's tasks): removing it alone would leave its worker serving."""
         validate_name(task_name)
         removed: list[str] = []
+        record = self.registry.find(task_name)
+        if record is not None and record.primary != task_name:
+            tasks = record.deployment.tasks if record.deployment else []
+            raise Conflict(
+                f"task {task_name!r} is served by task {record.primary!r}'s worker together with "
+                f"{', '.join(tasks) or record.primary}: undeploy {record.primary!r} to remove them together",
+                task_name=task_name,
+                owner=record.primary,
+                tasks=tasks,
+            )
         with self._lock(task_name):
             record = self.registry.find(task_name)
             workers = self.runtime.workers(task_name)
@@ -52,9 +66,21 @@ class DeploymentQueries:
                 removed += [f"image {ref}" for ref in self.folders.remove_versions(task_name, record.queue, keep=None)]
                 removed.append(f"folder {self.folders.task_dir(task_name, record.queue)}")
                 removed += [f"redis user {name}" for name in self.credentials.remove_task(task_name)]
+                queues = {e.serve_queue for e in self.history.list(task_name) if e.serve_queue}
+                if record.deployment is not None:
+                    queues.add(record.serve_queue)
+                    for name in record.deployment.tasks:
+                        other = self.registry.find(name) if name != task_name else None
+                        if other is not None and other.primary == task_name:
+                            self.registry.remove(name)
+                            removed.append(f"task {name}")
                 self.registry.remove(task_name)
+                self.history.remove_task(task_name)
                 removed.append("registry entry")
                 removed.append(f"queue {record.queue}" if self._purge_queue(record.queue) else "queue (was empty)")
+                prefix = record.key_prefix
+                if prefix and any(purge_queue(self.settings, prefix + q, self.broker) for q in sorted(queues)):
+                    removed.append(f"pending calls of {len(queues)} version queue(s)")
         return UndeployResult(
             task_name=task_name, removed=removed, message=f"task {task_name} undeployed: " + ", ".join(removed)
         )
@@ -70,8 +96,8 @@ class DeploymentQueries:
         result = []
         for record in self.registry.list():
             dep = record.deployment
-            if dep is None:
-                continue
+            if dep is None or record.primary != record.name:
+                continue  # an extra task of a folder: listed with its folder's main task
             handle = running.get(dep.container_id or "")
             result.append(
                 DeploymentStatus(
@@ -87,6 +113,8 @@ class DeploymentQueries:
                     network=dep.network or "none",
                     sandbox=dep.sandbox,
                     warnings=deployment_warnings(dep),
+                    tasks=dep.tasks or [record.name],
+                    tests_passed=dep.tests_passed,
                 )
             )
         return result

@@ -78,6 +78,7 @@ class RunSpec:
     extra_labels: dict[str, str] = field(default_factory=dict)
     redis_socket: Path | None = None  # Redis's unix socket on the host: the worker reaches Redis through it
     sandbox: str = "runc"  # runc, or gvisor (runsc)
+    serve_queue: str | None = None  # the version's own queue (mcs.core.celery_app.version_queue); default: queue
 
     @property
     def labels(self) -> dict[str, str]:

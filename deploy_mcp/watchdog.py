@@ -21,7 +21,7 @@ from deploy_mcp.health import wait_healthy
 from deploy_mcp.runtime import Artifact
 from mcs.core.errors import Conflict
 from mcs.core.models import TaskRecord
-from Redis.broker import requeue_unacked
+from Redis.broker import move_queue, queue_depth, requeue_unacked
 from Redis.issued import IssuedTasks
 
 if TYPE_CHECKING:
@@ -38,10 +38,11 @@ def watch_workers(deployer: Deployer) -> list[str]:
     running = {h.id: h for h in deployer.runtime.workers()}  # one listing a round, not one per deployment
     for record in deployer.registry.list():
         dep = record.deployment
-        if dep is None or dep.runtime != deployer.runtime.name or not dep.key_prefix:
-            continue
+        if dep is None or dep.runtime != deployer.runtime.name or not dep.key_prefix or record.primary != record.name:
+            continue  # an extra task of a folder is watched through its folder's main task
         handle = running.get(dep.container_id or "")
         if handle is not None and deployer.runtime.state(handle) not in GONE:
+            _move_stragglers(deployer, record)
             continue
         try:
             with deployer._lock(record.name):
@@ -81,13 +82,38 @@ def sweep_unregistered(deployer: Deployer) -> list[str]:
     return removed
 
 
+def _move_stragglers(deployer: Deployer, record: TaskRecord) -> None:
+    """A call sent to a retired version's queue (by a sender that read the registry just before a switch) goes on
+    to the serving version's queue; without this it would wait there for ever. Looked at without the task's lock
+    (a few LLENs), moved under it (a deploy in progress decides where calls go)."""
+    dep = record.deployment
+    if dep is None or not dep.serve_queue or not dep.key_prefix:
+        return
+    retired = deployer._retired_queues(record.name, record.queue, dep.serve_queue, None)
+    if not any(queue_depth(deployer.settings, dep.key_prefix, q, deployer.broker) for q in retired):
+        return
+    try:
+        with deployer._lock(record.name):
+            current = deployer.registry.find(record.name)
+            dep = current.deployment if current else None
+            if dep is None or not dep.serve_queue:
+                return
+            for queue in sorted(deployer._retired_queues(record.name, record.queue, dep.serve_queue, None)):
+                moved = move_queue(deployer.settings, dep.key_prefix, queue, dep.serve_queue, deployer.broker)
+                if moved:
+                    log.warning("moved %d call(s) of %s from retired queue %s to %s", moved, record.name, queue,
+                                dep.serve_queue)  # fmt: skip
+    except Conflict:
+        return  # a deploy of the task is running: it moves what its switch leaves
+
+
 def _replace(deployer: Deployer, stale: TaskRecord, handle) -> bool:
     record = deployer.registry.find(stale.name)  # again, under the lock
     if record is None or record.deployment is None or record.deployment.container_id != stale.deployment.container_id:
         return False
     dep = record.deployment
     lost_at = time.time()
-    given_back = requeue_unacked(deployer.settings, dep.key_prefix, deployer.broker)
+    given_back = requeue_unacked(deployer.settings, dep.key_prefix, deployer.broker, to_queue=dep.serve_queue)
     issued = IssuedTasks(deployer.settings, deployer.registry.client)
     for task_id in given_back:
         issued.mark_lost(task_id, lost_at)
@@ -96,12 +122,17 @@ def _replace(deployer: Deployer, stale: TaskRecord, handle) -> bool:
     user = deployer.credentials.load(dep.acl_user) if dep.acl_user else None
     options = deployer.options_of(dep)
     artifact = Artifact(deployer.runtime.name, dep.image or "", dep.image or "", reused=True)
-    spec = deployer.run_spec(record.name, record.queue, dep.version or "", artifact, user, options)
+    spec = deployer.run_spec(record.name, record.queue, dep.version or "", artifact, user, options, dep.serve_queue)
     new = deployer.runtime.start(spec)
     try:
         probe = partial(deployer.probe, key_prefix=dep.key_prefix)
-        wait_healthy(deployer.runtime, probe, new, record.name, deployer.settings.health_timeout_s)
-        deployer.register(record, dep.model_copy(update={"container_id": new.id, "hostname": new.hostname}))
+        wait_healthy(deployer.runtime, probe, new, dep.tasks or record.name, deployer.settings.health_timeout_s)
+        moved = dep.model_copy(update={"container_id": new.id, "hostname": new.hostname})
+        for name in dep.tasks:  # the folder's other tasks point at the same worker
+            other = deployer.registry.find(name) if name != record.name else None
+            if other is not None and other.primary == record.name:
+                deployer.register(other, moved)
+        deployer.register(record, moved)
     except BaseException:
         deployer.runtime.remove(new)
         raise

@@ -2,9 +2,11 @@
 
 The folder ``{generated_tasks_dir}/{task_name}_{queue}/`` holds ``app_{queue}.py`` (the Celery app, configured from
 the environment at run time, with the task and any extra tasks), the caller's helper files, ``requirements.txt``,
-the ``Dockerfile`` the deploy worker builds and a short ``README.md``. It is written into a temporary folder next to
-its final place and renamed into place, so no reader ever sees it half-written; an existing folder is replaced only
-with ``overwrite=True``, by renaming the old one aside, the new one in, and then removing the old one.
+the manifest ``mcs.json`` (every task's metadata, retry policy and test cases, the requirements and the deploy
+choices: ``deploy_task(task_name, queue)`` alone deploys the folder from it), the ``Dockerfile`` the deploy worker
+builds and a short ``README.md``. It is written into a temporary folder next to its final place and renamed into
+place, so no reader ever sees it half-written; an existing folder is replaced only with ``overwrite=True``, by
+renaming the old one aside, the new one in, and then removing the old one.
 
 Validation rules live in ``mcs.codegen_validate``, rendering in ``mcs.codegen_render``.
 """
@@ -25,12 +27,21 @@ from mcs.codegen_files import check_additional_files
 from mcs.codegen_render import (
     check_python_files,
     render_app,
+    render_manifest,
     render_readme,
     render_requirements,
 )
-from mcs.codegen_validate import TaskPlan, check_extra_tasks, check_task
+from mcs.codegen_validate import (
+    TaskPlan,
+    assign_tests,
+    check_extra_tasks,
+    check_network,
+    check_sandbox,
+    check_task,
+)
 from mcs.core.celery_app import celery_task_name
 from mcs.core.errors import Conflict, InvalidInput
+from mcs.core.manifest import MANIFEST_FILE
 from mcs.core.names import validate_queue
 from mcs.core.requirements import check_requirements
 from mcs.core.settings import Settings
@@ -42,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".mcs-tmp-"
 OLD_PREFIX = ".mcs-old-"
-GENERATED_FILES = ("Dockerfile", "requirements.txt", "README.md")  # besides app_{queue}.py
+GENERATED_FILES = ("Dockerfile", "requirements.txt", "README.md", MANIFEST_FILE)  # besides app_{queue}.py
 
 
 class GeneratedTask(BaseModel):
@@ -55,6 +66,7 @@ class GeneratedTask(BaseModel):
     files: list[str]
     main_file: str
     main_content: str
+    manifest: str
     tasks: list[str]
     requirements: list[str]
     replaced: bool
@@ -76,8 +88,17 @@ def generate_task_folder(
     additional_files: list[dict[str, Any]] | None = None,
     requirements: list[str] | None = None,
     overwrite: bool = False,
+    category: str = "general",
+    tests: list[dict[str, Any]] | None = None,
+    retry: dict[str, Any] | None = None,
+    network: str | None = None,
+    sandbox: str | None = None,
 ) -> GeneratedTask:
     """Validate, render and compile-check the folder, then write it atomically to ``{task_name}_{queue}``.
+
+    ``category``, ``retry`` and ``tests`` belong to the main task (each entry of ``tasks`` may carry its own); a
+    test case naming ``task`` checks that task of the folder instead. They and the deploy choices ``network`` and
+    ``sandbox`` go into the manifest ``mcs.json``; the retry policies also into the worker's task classes.
 
     Raises InvalidInput (which field, which value, what is accepted; a syntax error names the file and line) or
     Conflict (the folder exists and ``overwrite`` is false). Nothing is written when anything is refused.
@@ -85,9 +106,11 @@ def generate_task_folder(
     if not isinstance(overwrite, bool):
         raise InvalidInput("overwrite", overwrite, "true or false")
     queue = validate_queue(queue, "queue")
-    main = check_task("", task_name, description, parameters, function_body, return_type)
+    main = check_task("", task_name, description, parameters, function_body, return_type, category, retry, tests)
     plans = [main, *check_extra_tasks(tasks)]
     _refuse_duplicate_names(plans)
+    cases = assign_tests(plans)
+    network, sandbox = check_network(network), check_sandbox(sandbox)
     pinned = check_requirements(requirements, settings.max_requirements)
     main_file = main_file_name(queue)
     helpers = check_additional_files(
@@ -102,6 +125,7 @@ def generate_task_folder(
         main_file: main_content,
         **helpers,
         "requirements.txt": render_requirements(pinned),
+        MANIFEST_FILE: render_manifest(queue, plans, cases, pinned, network, sandbox),
         "Dockerfile": render_dockerfile(settings, queue, has_requirements=bool(pinned)),
         "README.md": render_readme(queue, plans, helpers),
     }
@@ -126,14 +150,16 @@ def generate_task_folder(
         files=sorted(files),
         main_file=main_file,
         main_content=main_content,
+        manifest=MANIFEST_FILE,
         tasks=names,
         requirements=pinned,
         replaced=replaced,
         warnings=compiler_warnings,
-        next_steps=_next_steps(main.name, queue, folder, names),
+        next_steps=_next_steps(main.name, queue, folder, names, sum(map(len, cases.values()))),
         message=(
             f"{'Replaced' if replaced else 'Generated'} {folder} with {len(files)} files: "
-            f"{', '.join(celery_task_name(n) for n in names)} on queue {queue!r}. Review {main_file}, then deploy it."
+            f"{', '.join(celery_task_name(n) for n in names)} on queue {queue!r}. Review {main_file}, then deploy "
+            f"it with deploy_task(task_name={main.name!r}, queue={queue!r}): {MANIFEST_FILE} supplies the rest."
         ),
     )
 
@@ -146,23 +172,28 @@ def _refuse_duplicate_names(plans: list[TaskPlan]) -> None:
         seen.add(plan.name)
 
 
-def _next_steps(task_name: str, queue: str, folder: Path, names: list[str]) -> list[str]:
-    steps = [
+def _next_steps(task_name: str, queue: str, folder: Path, names: list[str], case_count: int) -> list[str]:
+    one = len(names) == 1
+    checked = (
+        f"its {case_count} test case{'' if case_count == 1 else 's'} run against the new version before it takes "
+        "calls (a version that fails one is refused and the previous one keeps serving)"
+        if case_count
+        else f"test cases in {MANIFEST_FILE} (or deploy_task's tests) would run against the new version before it "
+        "takes calls"
+    )
+    return [
         f"Review main_content ({main_file_name(queue)}) and refine the files in {folder} if needed: keep the task "
-        "names and the queue, pin new requirements (name==version) in requirements.txt, leave Dockerfile as it is.",
-        f"Deploy: deploy_task(task_name={task_name!r}, description=..., parameters=..., queue={queue!r}, "
-        f"category='general', code_folder_path={str(folder)!r}).",
+        "names and the queue, pin new requirements (name==version) in requirements.txt, leave Dockerfile as it is. "
+        f"{MANIFEST_FILE} holds what the deploy registers and checks.",
+        f"Deploy: deploy_task(task_name={task_name!r}, queue={queue!r}). The folder's {MANIFEST_FILE} supplies the "
+        "description, parameters, return type, category, retry policy and test cases (an argument given to "
+        f"deploy_task overrides it); {checked}."
+        + ("" if one else f" That one deploy registers every task of the folder: {', '.join(map(repr, names))}."),
         f"Test: trigger_celery_task(task_name={task_name!r}, kwargs={{...}}, queue={queue!r}) and check the result.",
-        f"Once deployed, {task_name!r} is registered: any agent finds it with get_available_tasks and calls it "
-        "with trigger_celery_task or send_celery_task.",
+        f"Once deployed, {'the task is' if one else 'the tasks are'} registered: any agent finds "
+        f"{'it' if one else 'them'} with get_available_tasks and calls {'it' if one else 'them'} with "
+        "trigger_celery_task or send_celery_task.",
     ]
-    if len(names) > 1:
-        extra = ", ".join(repr(n) for n in names[1:])
-        steps.insert(
-            3, f"The extra tasks {extra} run in the same worker: register each with register_task_info(..., queue="
-            f"{queue!r}) after the deploy, and test each with trigger_celery_task."
-        )  # fmt: skip
-    return steps
 
 
 def write_folder(base: Path, name: str, files: dict[str, str], overwrite: bool) -> tuple[Path, bool]:

@@ -81,7 +81,7 @@ def check_additional_files(files: Any, reserved: set[str], max_files: int, max_f
                 where + ".filename",
                 path,
                 f"{seen[path.casefold()]!r} is already in the folder (MCS writes Dockerfile, requirements.txt, "
-                "README.md and the app file itself; names are compared ignoring case)",
+                "README.md, mcs.json and the app file itself; names are compared ignoring case)",
             )
         seen[path.casefold()] = path
         check_text(spec.content, where + ".content")

@@ -1,9 +1,9 @@
 """Rendering of a task folder's files from the ``string.Template`` files in ``templates/``, and their syntax check.
 
 Every value that lands in generated code is either a checked name (``^[a-z][a-z0-9_]*$``), a Python literal made
-by ``repr()`` (descriptions, task names in strings, defaults, the Celery configuration), JSON (the Dockerfile's
-exec forms), or a type annotation re-printed from its checked syntax tree. The function bodies are
-the only caller text placed in code as it is, because they are code by design.
+by ``repr()`` (descriptions, task names in strings, defaults, retry policies, the Celery configuration), JSON (the
+Dockerfile's exec forms, the manifest ``mcs.json``), or a type annotation re-printed from its checked syntax tree.
+The function bodies are the only caller text placed in code as it is, because they are code by design.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import Any
 from mcs.codegen_validate import TaskPlan
 from mcs.core.celery_app import celery_config, celery_task_name
 from mcs.core.errors import InvalidInput, MCSError
+from mcs.core.lifecycle import TestCase
+from mcs.core.manifest import MANIFEST_FILE, MAX_MANIFEST_BYTES, DeployChoices, Manifest, ManifestTask
 from mcs.core.settings import Settings
 from mcs.core.worker_image import WORKER_PYTHON, load_template
 
@@ -87,6 +89,7 @@ def _render_task(queue: str, task: TaskPlan) -> str:
         .substitute(
             celery_name=repr(celery_task_name(task.name)),
             queue=repr(queue),
+            retry=repr(task.retry.model_dump() if task.retry is not None else None),
             function_name=task.name,
             signature=signature,
             return_annotation=task.returns.source,
@@ -142,7 +145,9 @@ def render_readme(queue: str, tasks: list[TaskPlan], helper_files: Iterable[str]
         for task in tasks
     )
     helpers = "".join(f"- `{path}`: supplied with the task (additional_files).\n" for path in helper_files)
-    return load_template("README.md.tmpl").substitute(queue=queue, task_list=task_list, helper_files=helpers)
+    return load_template("README.md.tmpl").substitute(
+        queue=queue, task_name=tasks[0].name, task_list=task_list, helper_files=helpers
+    )
 
 
 def _short_signature(task: TaskPlan) -> str:
@@ -156,6 +161,43 @@ def _one_line(text: str, limit: int = 300) -> str:
 
 def render_requirements(requirements: list[str]) -> str:
     return "".join(line + "\n" for line in requirements)
+
+
+def render_manifest(
+    queue: str,
+    tasks: list[TaskPlan],
+    tests: dict[str, list[TestCase]],
+    requirements: list[str],
+    network: str | None,
+    sandbox: str | None,
+) -> str:
+    """The folder's ``mcs.json``: every task (the main one first) with what its deploy registers and checks."""
+    manifest = Manifest(
+        queue=queue,
+        tasks=[
+            ManifestTask(
+                name=task.name,
+                description=task.description,
+                parameters=[p.spec for p in task.params],  # in signature order, as positional arguments go
+                return_type=task.returns.source,
+                category=task.category,
+                retry=task.retry,
+                tests=tests.get(task.name, []),
+            )
+            for task in tasks
+        ],
+        requirements=requirements,
+        deploy=DeployChoices(network=network, sandbox=sandbox),
+    )
+    text = manifest.render()
+    size = len(text.encode("utf-8"))
+    if size > MAX_MANIFEST_BYTES:
+        raise InvalidInput(
+            MANIFEST_FILE,
+            f"<{size} bytes>",
+            f"at most {MAX_MANIFEST_BYTES} bytes: shorten the descriptions (of tasks and parameters) or the test cases",
+        )
+    return text
 
 
 def check_python_files(

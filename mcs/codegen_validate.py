@@ -3,7 +3,8 @@
 Each check returns the value in the form the renderer needs (a parsed annotation, a default as a Python literal,
 parameters in signature order) or raises InvalidInput naming the field, the value and what would be accepted.
 Type annotations are parsed with ``ast`` and rebuilt from a small allow-list, so what reaches the generated code is
-the re-printed syntax tree, never the caller's text.
+the re-printed syntax tree, never the caller's text. A task's category, retry policy and test cases are checked here
+too (``mcs.core.lifecycle``): they go into the folder's manifest, and the retry policy also into the worker.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from pydantic import BaseModel, ConfigDict
 
 from mcs.codegen_files import check_text
 from mcs.core.errors import InvalidInput
+from mcs.core.lifecycle import MAX_TEST_CASES, RetryPolicy, TestCase
 from mcs.core.models import MAX_PARAMETERS, ParameterSpec, parse_model
-from mcs.core.names import validate_description, validate_identifier, validate_task_name
+from mcs.core.names import validate_category, validate_description, validate_identifier, validate_task_name
+from mcs.core.protocol import NETWORKS, SANDBOXES
 from mcs.core.types import Annotation, parse_annotation
 
 MAX_TASKS = 32
@@ -35,6 +38,9 @@ class TaskInput(BaseModel):
     parameters: list[Any] | None = None
     function_body: str
     return_type: str = "Any"
+    category: Any = "general"
+    retry: Any = None
+    tests: Any = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class Param:
     required: bool
     default_source: str | None  # the default as a Python literal; None for a required parameter
     description: str
+    spec: ParameterSpec  # the parameter as given, validated, its type re-printed from the parsed annotation
 
 
 @dataclass(frozen=True)
@@ -52,14 +59,25 @@ class TaskPlan:
 
     name: str
     description: str
-    params: tuple[Param, ...]
+    params: tuple[Param, ...]  # in signature order: required first, then optional
     returns: Annotation
     body: str
     field: str  # where the task came from, for error messages: "" or "tasks[2]."
+    category: str = "general"
+    retry: RetryPolicy | None = None
+    tests: tuple[TestCase, ...] = ()  # the cases listed under this task (a case's ``task`` may name another one)
 
 
 def check_task(
-    field_prefix: str, task_name: Any, description: Any, parameters: Any, function_body: Any, return_type: Any
+    field_prefix: str,
+    task_name: Any,
+    description: Any,
+    parameters: Any,
+    function_body: Any,
+    return_type: Any,
+    category: Any = "general",
+    retry: Any = None,
+    tests: Any = None,
 ) -> TaskPlan:
     """Validate one task; ``field_prefix`` is "" for the main task, "tasks[i]." for an extra one."""
     name = validate_task_name(task_name, field_prefix + "task_name")
@@ -67,7 +85,10 @@ def check_task(
     params = check_parameters(parameters, field_prefix + "parameters")
     returns = parse_annotation(return_type, field_prefix + "return_type")
     body = check_body(function_body, field_prefix + "function_body")
-    return TaskPlan(name, description, params, returns, body, field_prefix)
+    validate_category(category, field_prefix + "category")
+    policy = check_retry(retry, field_prefix + "retry")
+    cases = check_tests(tests, field_prefix + "tests")
+    return TaskPlan(name, description, params, returns, body, field_prefix, category, policy, cases)
 
 
 def check_parameters(parameters: Any, field: str) -> tuple[Param, ...]:
@@ -99,7 +120,8 @@ def check_parameters(parameters: Any, field: str) -> tuple[Param, ...]:
                 )
         else:
             default_source = default_literal(spec.default, where + ".default")
-        params.append(Param(spec.name, annotation, spec.required, default_source, spec.description))
+        normalized = spec.model_copy(update={"type": annotation.source})
+        params.append(Param(spec.name, annotation, spec.required, default_source, spec.description, normalized))
     return tuple(sorted(params, key=lambda p: not p.required))  # sorted() is stable
 
 
@@ -158,7 +180,96 @@ def check_extra_tasks(tasks: Any) -> list[TaskPlan]:
         spec: TaskInput = parse_model(TaskInput, item, where)
         plans.append(
             check_task(
-                where + ".", spec.task_name, spec.description, spec.parameters, spec.function_body, spec.return_type
+                where + ".",
+                spec.task_name,
+                spec.description,
+                spec.parameters,
+                spec.function_body,
+                spec.return_type,
+                spec.category,
+                spec.retry,
+                spec.tests,
             )
         )
     return plans
+
+
+TESTS_RULE = "a list of test cases {args, kwargs, expect} or {args, kwargs, expect_error: 'ValueError'}"
+
+
+def _parse_part(model: type[BaseModel], data: Any, field: str) -> Any:
+    """parse_model, and a validator's own InvalidInput ("expect", "retry.on[0]") placed under ``field`` too."""
+    try:
+        return parse_model(model, data, field)
+    except InvalidInput as exc:
+        if exc.field == field or exc.field.startswith((field + ".", field + "[")):
+            raise
+        parent, _, last = field.rpartition(".")  # "tasks[1].retry" -> "tasks[1]", "retry"
+        if exc.field == last or exc.field.startswith((last + ".", last + "[")):
+            inner = f"{parent}.{exc.field}" if parent else exc.field
+        else:
+            inner = f"{field}.{exc.field}"
+        raise InvalidInput(inner, exc.value, exc.rule) from None
+
+
+def check_retry(retry: Any, field: str) -> RetryPolicy | None:
+    if retry is None:
+        return None
+    policy: RetryPolicy = _parse_part(RetryPolicy, retry, field)
+    return policy
+
+
+def check_tests(tests: Any, field: str) -> tuple[TestCase, ...]:
+    """The test cases listed under one task; their values must be JSON (they are written to the manifest)."""
+    if tests is None:
+        return ()
+    if not isinstance(tests, list | tuple):
+        raise InvalidInput(field, tests, TESTS_RULE)
+    if len(tests) > MAX_TEST_CASES:
+        raise InvalidInput(field, f"<{len(tests)} cases>", f"at most {MAX_TEST_CASES} test cases per folder")
+    cases = []
+    for index, item in enumerate(tests):
+        where = f"{field}[{index}]"
+        case: TestCase = _parse_part(TestCase, item, where)
+        for name in ("args", "kwargs", "expect"):
+            _check_plain_value(getattr(case, name), f"{where}.{name}", depth=0)
+        cases.append(case)
+    return tuple(cases)
+
+
+def assign_tests(plans: list[TaskPlan]) -> dict[str, list[TestCase]]:
+    """Each task's test cases: those listed under it and those elsewhere that name it (``task`` dropped, as the
+    task they are listed under in the manifest is the one they call). Refuses an unknown task and too many cases."""
+    names = [plan.name for plan in plans]
+    assigned: dict[str, list[TestCase]] = {name: [] for name in names}
+    total = 0
+    for plan in plans:
+        for index, case in enumerate(plan.tests):
+            target = case.task or plan.name
+            if target not in assigned:
+                raise InvalidInput(
+                    f"{plan.field}tests[{index}].task", case.task, f"a task of this folder: {', '.join(names)}"
+                )
+            assigned[target].append(case.model_copy(update={"task": None}))
+            total += 1
+    if total > MAX_TEST_CASES:
+        raise InvalidInput(
+            "tests", f"<{total} cases>", f"at most {MAX_TEST_CASES} test cases per folder, all its tasks together"
+        )
+    return assigned
+
+
+def check_deploy_choice(value: Any, field: str, accepted: tuple[str, ...]) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in accepted:
+        raise InvalidInput(field, value, f"one of {', '.join(accepted)} (or null for the deploy's default)")
+    return value
+
+
+def check_network(value: Any) -> str | None:
+    return check_deploy_choice(value, "network", NETWORKS)
+
+
+def check_sandbox(value: Any) -> str | None:
+    return check_deploy_choice(value, "sandbox", SANDBOXES)

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from mcs.core import protocol
 from mcs.core.bundle import read_folder
 from mcs.core.errors import DeployError, MCSError, ServiceUnavailable, TaskTimeout
+from mcs.core.manifest import MANIFEST_FILE, check_retry, check_test_cases, parse_manifest, plan_deploy
 from mcs.core.models import check_task_record
-from mcs.core.names import validate_name, validate_queue
+from mcs.core.names import validate_name, validate_queue, validate_task_name
 from mcs.core.settings import Settings
 from mcs.core.signing import deploy_secret, sign
 from Redis.deploy_state import DeployWorkerState
@@ -39,33 +40,44 @@ class DeployClient:
         self,
         *,
         task_name: str,
-        description: str,
-        parameters: list[dict[str, Any]],
         queue: str,
-        category: str,
-        return_type: str,
-        code_folder_path: str | None,
-        network: str = "none",
+        description: str | None = None,
+        parameters: list[dict[str, Any]] | None = None,
+        category: str | None = None,
+        return_type: str | None = None,
+        code_folder_path: str | None = None,
+        network: str | None = None,
         sandbox: str | None = None,
+        tests: list[dict[str, Any]] | None = None,
+        retry: dict[str, Any] | None = None,
         on_progress: OnProgress | None = None,
     ) -> dict[str, Any]:
+        """Deploy a folder: the arguments given (not None) override its manifest (``mcs.json``)."""
+        validate_task_name(task_name, "task_name")
         validate_queue(queue, "queue")
-        # The deploy worker checks again; checking here answers bad metadata at once, with or without a worker.
-        check_task_record({"name": task_name, "description": description, "parameters": parameters, "queue": queue,
-                           "category": category, "return_type": return_type})  # fmt: skip
+        given = {"description": description, "parameters": parameters, "category": category, "return_type": return_type}
+        check_task_record({"name": task_name, "queue": queue, **{k: v for k, v in given.items() if v is not None}})
+        check_retry(retry)
+        if tests is not None:
+            check_test_cases(tests, task_name)
         folder = code_folder_path or str(self.settings.generated_tasks_dir / f"{task_name}_{queue}")
         files = read_folder(self.settings, folder)
-        payload = {
+        request = {
             "task_name": task_name,
+            "queue": queue,
             "description": description,
             "parameters": parameters,
-            "queue": queue,
             "category": category,
             "return_type": return_type,
             "network": network,
             "sandbox": sandbox,
-            "files": [f.model_dump() for f in files],
+            "tests": tests,
+            "retry": retry,
         }
+        # The deploy worker checks again; checking here answers bad metadata at once, with or without a worker.
+        shipped = next((f for f in files if f.path == MANIFEST_FILE), None)
+        plan_deploy(request, parse_manifest(shipped.data()) if shipped is not None else None)
+        payload = {**request, "files": [f.model_dump() for f in files]}
         return self.call(protocol.DEPLOY, payload, self.settings.deploy_timeout_s, on_progress)
 
     def call(

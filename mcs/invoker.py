@@ -147,7 +147,7 @@ class TaskInvoker:
         elapsed_ms = (time.perf_counter() - started) * 1000
         state = result.state
         if state != "SUCCESS":
-            raise self._failure(result, record.name, record.queue, state, value)
+            raise self._failure(result, record.name, record.queue, state, value, record.key_prefix)
         return TaskCallResult(
             task_id=result.id,
             task_name=record.name,
@@ -167,11 +167,11 @@ class TaskInvoker:
         self.issued.remember(task_id, record.name, record.queue, record.key_prefix)
         try:
             result = self._app(record.key_prefix).send_task(
-                celery_task_name(record.name), args=args, kwargs=kwargs, queue=record.queue, task_id=task_id
+                celery_task_name(record.name), args=args, kwargs=kwargs, queue=record.serve_queue, task_id=task_id
             )
         except Exception as exc:
             raise self._celery_error(exc) from None
-        log.debug("sent %s to queue %s as %s", record.name, record.queue, task_id)
+        log.debug("sent %s to queue %s as %s", record.name, record.serve_queue, task_id)
         return record, result
 
     # -- results ----------------------------------------------------------------------------------------------
@@ -194,7 +194,9 @@ class TaskInvoker:
             return TaskStatusResult(**base, ready=True, result=value, message=f"task succeeded: {_preview(value)}")
         if state in ("FAILURE", "REVOKED"):
             # The same answer as trigger_celery_task gives for a task that raised: an isError result.
-            raise self._failure(result, issued["task_name"], issued["queue"], state, result.result)
+            raise self._failure(
+                result, issued["task_name"], issued["queue"], state, result.result, issued.get("key_prefix", "")
+            )
         # Still queued or running: keep remembering the id, however long the queue is.
         self.issued.keep(task_id)
         waiting = "waiting in the queue (is a worker serving it?)" if state == "PENDING" else "in progress"
@@ -211,11 +213,16 @@ class TaskInvoker:
         except Exception as exc:
             raise self._celery_error(exc) from None
 
-    def _failure(self, result: AsyncResult, task_name: str, queue: str, state: str, value: Any) -> MCSError:
+    def _failure(
+        self, result: AsyncResult, task_name: str, queue: str, state: str, value: Any, key_prefix: str = ""
+    ) -> MCSError:
         exc_type = type(value).__name__ if isinstance(value, BaseException) else state
         kind = WorkerLost if exc_type in ("WorkerLost", "WorkerLostError") else TaskFailed
+        attempts = self._attempts(result, key_prefix)
+        tried = f" after {attempts} attempts (its retry policy)" if attempts else ""
         return kind(
-            f"task {task_name} failed with {exc_type}: {value}",
+            f"task {task_name} failed with {exc_type}{tried}: {value}",
+            attempts=attempts or 1,
             task_id=result.id,
             task_name=task_name,
             queue=queue,
@@ -224,6 +231,14 @@ class TaskInvoker:
             exception_message=str(value),
             traceback=_bounded(result.traceback),
         )
+
+    def _attempts(self, result: AsyncResult, key_prefix: str) -> int | None:
+        """How often a failed call was tried, when its retry policy tried it again (the worker writes it)."""
+        try:
+            raw = self._app(key_prefix).backend.client.get(f"{key_prefix}mcs-attempts:{result.id}")
+        except Exception:  # a courtesy: never let it hide the failure itself
+            return None
+        return int(raw) if raw else None
 
     def _timeout(self, timeout_s: Any) -> float:
         if timeout_s is None:

@@ -54,7 +54,7 @@ for tool, base in (
     ("send_celery_task", CALL),
 ):
     CASES += [(tool, {**base, "task_name": name}, "task_name") for name in BAD_NAMES + RESERVED]
-for tool in ("get_task_details", "undeploy_task", "get_task_logs"):
+for tool in ("get_task_details", "undeploy_task", "get_task_logs", "list_task_versions"):
     CASES += [(tool, {"task_name": name}, "task_name") for name in BAD_NAMES]
 for tool, base in (("generate_startMain_code", GEN), ("deploy_task", DEPLOY), ("register_task_info", REGISTER)):
     CASES += [(tool, {**base, "queue": queue}, "queue") for queue in BAD_QUEUES]
@@ -98,6 +98,27 @@ CASES += [("generate_startMain_code", {**GEN, "requirements": r}, "requirements"
     ["-e x"], ["x"], ["x>=1"], ["celery==5.0"], "notalist", ["a==1", "a==2"],
 )]  # fmt: skip
 CASES += [("generate_startMain_code", {**GEN, "overwrite": v}, "overwrite") for v in ("yes", 1)]
+BAD_TESTS: list[Any] = [
+    [{"args": [1]}],
+    [{"args": [1], "expect": 1, "expect_error": "E"}],
+    [{"args": "x", "expect": 1}],
+    [{"expect_error": "not a name"}],
+    [{"expect": 1, "timeout_s": 0}],
+    [{"expect": 1, "bogus": 1}],
+]
+BAD_RETRIES: list[Any] = [
+    {"on": []},
+    {"on": ["a b"]},
+    {"on": ["E"], "max_retries": 0},
+    {"on": ["E"], "backoff_s": -1},
+    {"on": ["E"], "max_retries": 99},
+    {"on": ["E"], "extra": 1},
+]
+for tool, base in (("generate_startMain_code", GEN), ("deploy_task", DEPLOY)):
+    CASES += [(tool, {**base, "tests": t}, "tests") for t in BAD_TESTS]
+    CASES += [(tool, {**base, "retry": r}, "retry") for r in BAD_RETRIES]
+CASES += [("rollback_task", {"task_name": name, "version": "abcdef"}, "task_name") for name in BAD_NAMES]
+CASES += [("rollback_task", {"task_name": "echo_task", "version": v}, "version") for v in ("", "abc", "xyz123", "../x")]
 
 
 def test_the_table_has_at_least_200_cases_over_every_tool() -> None:

@@ -85,18 +85,25 @@ def test_simple_task_folder_layout_and_result(s: Settings) -> None:
     result = gen(s)
     folder = Path(result.folder)
     assert folder == Path(s.generated_tasks_dir).resolve() / "add_numbers_math"
-    assert result.files == ["Dockerfile", "README.md", "app_math.py", "requirements.txt"]
+    assert result.files == ["Dockerfile", "README.md", "app_math.py", "mcs.json", "requirements.txt"]
     assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == result.files
     assert result.main_file == "app_math.py"
     assert result.main_content == (folder / "app_math.py").read_text()
     assert (folder / "requirements.txt").read_text() == ""
     assert result.success and result.tasks == ["add_numbers"] and not result.replaced
-    assert "@celery_app.task(name='mcp_app.add_numbers', queue='math', shared=False)" in result.main_content
+    assert result.manifest == "mcs.json"
+    assert (
+        "@celery_app.task(name='mcp_app.add_numbers', queue='math', shared=False, mcs_retry=None)"
+        in result.main_content
+    )
     assert "def add_numbers(a: int, b: int) -> int:" in result.main_content
     steps = " ".join(result.next_steps)
-    for expected in ("deploy_task(", "code_folder_path=", "trigger_celery_task(", "registered", "Review"):
+    for expected in ("deploy_task(task_name='add_numbers', queue='math')", "mcs.json", "trigger_celery_task(",
+                     "registered", "Review"):  # fmt: skip
         assert expected in steps
+    assert "register_task_info" not in steps and "description=..." not in steps
     assert result.folder in steps
+    assert "deploy_task(task_name='add_numbers', queue='math')" in result.message
     assert entries(s) == ["add_numbers_math"]
 
 
@@ -191,7 +198,9 @@ def test_extra_tasks_share_the_folder_and_queue(s: Settings, load_app) -> None:
     assert {app.tasks[f"mcp_app.{n}"].queue for n in result.tasks} == {"math"}
     assert app.tasks["mcp_app.mul"].run(3, 4) == 12
     assert app.tasks["mcp_app.neg"].run(1.5) == -1.5
-    assert "register_task_info" in " ".join(result.next_steps)
+    steps = " ".join(result.next_steps)
+    assert "register_task_info" not in steps
+    assert "registers every task of the folder: 'add_numbers', 'mul', 'neg'" in steps
 
 
 def test_additional_files_with_subfolders_are_importable(s: Settings, load_app) -> None:
@@ -205,7 +214,7 @@ def test_additional_files_with_subfolders_are_importable(s: Settings, load_app) 
         ],
     )
     assert result.files == [
-        "Dockerfile", "README.md", "app_math.py", "helpers.py", "pkg/data/table.csv", "pkg/util.py",
+        "Dockerfile", "README.md", "app_math.py", "helpers.py", "mcs.json", "pkg/data/table.csv", "pkg/util.py",
         "requirements.txt",
     ]  # fmt: skip
     folder = Path(result.folder)
@@ -559,7 +568,7 @@ def test_new_folder_appears_complete_in_one_rename(s: Settings, monkeypatch: pyt
 
     monkeypatch.setattr(codegen.os, "rename", rename)
     gen(s)
-    assert seen == [("add_numbers_math", ["Dockerfile", "README.md", "app_math.py", "requirements.txt"])]
+    assert seen == [("add_numbers_math", ["Dockerfile", "README.md", "app_math.py", "mcs.json", "requirements.txt"])]
 
 
 def test_symlink_in_place_of_the_folder_is_not_followed(s: Settings, tmp_path: Path) -> None:

@@ -11,11 +11,13 @@ import hashlib
 import json
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from celery import Celery
 from celery.result import AsyncResult
 
@@ -33,12 +35,19 @@ RESULT_TIMEOUT_S = 30.0
 
 @contextlib.contextmanager
 def running_worker(
-    result: GeneratedTask, settings: Settings, client: Celery, log_dir: Path, command: list[str] | None = None
+    result: GeneratedTask,
+    settings: Settings,
+    client: Celery,
+    log_dir: Path,
+    command: list[str] | None = None,
+    serve_queue: str | None = None,
+    key_prefix: str = "",
 ) -> Iterator[WorkerProcess]:
     """A worker in the generated folder, answering pings, stopped by its pid afterwards.
 
-    Only the REDIS_* variables reach it, without PYTHONPATH: the folder must stand on its own. ``command`` replaces
-    the worker's command line (its ``--hostname`` is appended).
+    Only the REDIS_* variables reach it (and MCS_KEY_PREFIX when ``key_prefix`` is given), without PYTHONPATH: the
+    folder must stand on its own. ``command`` replaces the worker's command line (its ``--hostname`` is appended);
+    ``serve_queue`` is the queue it consumes instead of the folder's own, as a deployed version does.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {
@@ -49,9 +58,11 @@ def running_worker(
     }
     if settings.redis_password is not None:
         env["REDIS_PASSWORD"] = settings.redis_password.get_secret_value()
+    if key_prefix:
+        env["MCS_KEY_PREFIX"] = key_prefix
     worker = WorkerProcess(
         f"app_{result.queue}",
-        result.queue,
+        serve_queue or result.queue,
         settings.redis_port,
         log_dir / f"worker-{result.queue}.log",
         cwd=Path(result.folder),
@@ -254,3 +265,79 @@ def test_redis_password_with_special_characters(tmp_path: Path) -> None:
             assert call(app, result.queue, "echo", args=[{"nested": [1, "two"]}]) == {"nested": [1, "two"]}
     finally:
         server.stop()
+
+
+# The attempts are counted in a file named by the call: the worker runs on this machine, in this file system.
+COUNTED = """
+from pathlib import Path
+
+counter = Path(counter_dir) / call
+attempt = int(counter.read_text()) + 1 if counter.exists() else 1
+counter.write_text(str(attempt))
+"""
+COUNTER_PARAMS = [{"name": "counter_dir", "type": "str"}, {"name": "call", "type": "str"}]
+
+
+def test_retry_policy_under_a_key_prefix_and_a_serve_queue(settings: Settings, tmp_path: Path) -> None:
+    """Retries: a named exception is tried again until it succeeds, or fails after max_retries with its own type and
+    the attempts recorded; any other exception fails at once. The retried calls stay on the queue the call came by
+    (a deployed version's own), and every key stays under the worker's prefix."""
+    prefix = f"{settings.metadata_prefix}t:flaky_fetch:{uuid.uuid4().hex[:6]}:"
+    retry = {"on": ["ConnectionError"], "max_retries": 3, "backoff_s": 0}
+    result = generate_task_folder(
+        settings,
+        task_name="flaky_fetch",
+        description="Fails with ConnectionError on its first two attempts.",
+        parameters=COUNTER_PARAMS,
+        function_body=COUNTED + "if attempt < 3:\n    raise ConnectionError(f'attempt {attempt} failed')\n"
+        "return {'attempts': attempt}",
+        queue="retries",
+        retry=retry,
+        tasks=[
+            {
+                "task_name": "always_down",
+                "parameters": COUNTER_PARAMS,
+                "function_body": COUNTED + "raise ConnectionRefusedError(f'attempt {attempt}: refused')",
+                "retry": {**retry, "max_retries": 2, "backoff_s": 0.25},  # tried again after 0.25 s, then 0.5 s
+            },
+            {
+                "task_name": "bad_value",
+                "parameters": COUNTER_PARAMS,
+                "function_body": COUNTED + "raise ValueError(f'attempt {attempt}: not retried')",
+                "retry": retry,
+            },
+        ],
+    )
+    counters = tmp_path / "counters"
+    counters.mkdir()
+    serve = f"retries-{uuid.uuid4().hex[:6]}"
+    backend = redis.Redis(host="127.0.0.1", port=settings.redis_port, db=settings.redis_backend_db)
+    with (
+        create_celery_app(settings, key_prefix=prefix) as app,
+        running_worker(result, settings, app, tmp_path / "logs", serve_queue=serve, key_prefix=prefix),
+    ):
+        flaky = send(app, serve, "flaky_fetch", args=[str(counters), "flaky"])
+        assert flaky.get(timeout=RESULT_TIMEOUT_S) == {"attempts": 3}
+        assert backend.get(f"{prefix}mcs-deliveries:{flaky.id}") == b"3"
+        assert backend.get(f"{prefix}mcs-attempts:{flaky.id}") is None  # it succeeded
+
+        started = time.monotonic()
+        down = send(app, serve, "always_down", args=[str(counters), "down"])
+        down.get(timeout=RESULT_TIMEOUT_S, propagate=False)
+        assert time.monotonic() - started >= 0.75
+        assert down.state == "FAILURE" and type(down.result) is ConnectionRefusedError
+        assert str(down.result) == "attempt 3: refused"  # the original exception of the last attempt
+        assert (counters / "down").read_text() == "3"
+        assert backend.get(f"{prefix}mcs-attempts:{down.id}") == b"3"
+        assert 0 < backend.ttl(f"{prefix}mcs-attempts:{down.id}") <= 86400
+
+        bad = send(app, serve, "bad_value", args=[str(counters), "bad"])
+        bad.get(timeout=RESULT_TIMEOUT_S, propagate=False)
+        assert bad.state == "FAILURE" and type(bad.result) is ValueError and str(bad.result) == "attempt 1: not retried"
+        assert (counters / "bad").read_text() == "1"
+        assert backend.get(f"{prefix}mcs-attempts:{bad.id}") is None
+        assert backend.get(f"{prefix}mcs-deliveries:{bad.id}") == b"1"
+    for call in (flaky, down, bad):  # nothing of these calls outside the prefix
+        assert all(key.decode().startswith(prefix) for key in backend.scan_iter(match=f"*{call.id}*"))
+    assert list(backend.scan_iter(match=f"*mcs-attempts:{down.id}")) == [f"{prefix}mcs-attempts:{down.id}".encode()]
+    backend.close()

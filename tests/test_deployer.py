@@ -31,7 +31,11 @@ class Env:
         self.probed_prefixes: list[str] = []
         self.registers = ["mcp_app.simple_add"]
         self.broker = fakeredis.FakeRedis(decode_responses=True)
-        self.deployer = Deployer(self.settings, self.registry, self.runtime, self.probe, broker=self.broker)
+        self.calls: list[tuple[str, str, list, dict]] = []  # (queue, task, args, kwargs) the test cases sent
+        self.answer = lambda task, args, kwargs: {"state": "SUCCESS", "result": sum(args) + sum(kwargs.values())}
+        self.deployer = Deployer(
+            self.settings, self.registry, self.runtime, self.probe, broker=self.broker, caller=self.call
+        )
         self.folder = self.settings.generated_tasks_dir / "simple_add_test_queue"
         self.folder.mkdir(parents=True)
         self.write("app_test_queue.py", APP)
@@ -39,6 +43,10 @@ class Env:
     def probe(self, hostname: str, timeout_s: float, key_prefix: str = "") -> list[str] | None:
         self.probed_prefixes.append(key_prefix)
         return self.registers if self.answering else None
+
+    def call(self, key_prefix: str, queue: str, task: str, args: list, kwargs: dict, timeout_s: float) -> dict:
+        self.calls.append((queue, task, args, kwargs))
+        return self.answer(task, args, kwargs)
 
     def write(self, name: str, text: str) -> None:
         (self.folder / name).write_text(text)

@@ -34,6 +34,8 @@ TOOLS = {
     "undeploy_task",
     "list_deployments",
     "get_task_logs",
+    "list_task_versions",
+    "rollback_task",
 }
 READ_ONLY = {
     "get_celery_result",
@@ -43,8 +45,9 @@ READ_ONLY = {
     "get_task_categories",
     "list_deployments",
     "get_task_logs",
+    "list_task_versions",
 }
-DESTRUCTIVE = {"generate_startMain_code", "deploy_task", "undeploy_task"}
+DESTRUCTIVE = {"generate_startMain_code", "deploy_task", "undeploy_task", "rollback_task"}
 
 
 class NoCelery:

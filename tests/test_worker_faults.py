@@ -88,7 +88,7 @@ def test_a_gone_worker_is_replaced_and_its_calls_given_back(tmp_path) -> None:
     ]
     assert record.deployment.acl_user == env.runtime.specs[-1].environment["REDIS_USERNAME"]  # its own user again
     assert env.broker.hlen(f"{prefix}unacked") == 0 and env.broker.zcard(f"{prefix}unacked_index") == 0
-    (requeued,) = env.broker.lrange(f"{prefix}test_queue", 0, -1)
+    (requeued,) = env.broker.lrange(f"{prefix}{record.serve_queue}", 0, -1)  # onto the version's own queue
     assert json.loads(requeued)["headers"] == {"id": "id-1", "redelivered": True}
     assert issued.find("id-1")["redelivered"] == 1 and issued.find("id-1")["worker_lost_at"] > 0
     assert watch_workers(env.deployer) == []

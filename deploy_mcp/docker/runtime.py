@@ -183,7 +183,7 @@ class DockerRuntime:
                 environment["REDIS_SOCKET"] = f"{REDIS_SOCKET_DIR}/{spec.redis_socket.name}"
             container = self.client.containers.create(
                 spec.artifact.ref,
-                command=worker_command(spec.queue, spec.hostname),
+                command=worker_command(spec.queue, spec.hostname, spec.serve_queue),
                 name=name,
                 environment=environment,
                 mounts=mounts,

@@ -121,3 +121,9 @@ class PrefixedApps:
 
     def __len__(self) -> int:
         return len(self._apps)
+
+
+def version_queue(queue: str, version: str) -> str:
+    """The queue one version of a deployed task consumes (under the task's prefix): MCS routes the task's calls to
+    the serving version's queue, so two versions never take calls from the same queue."""
+    return f"{queue}.{version[:12]}"

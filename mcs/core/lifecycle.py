@@ -25,9 +25,13 @@ _EXCEPTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*
 EXCEPTION_NAME_RULE = "an exception class name, e.g. 'ValueError' or 'requests.exceptions.ConnectionError'"
 
 
-def check_exception_name(value: Any, field: str) -> str:
-    if not isinstance(value, str) or len(value) > 200 or not _EXCEPTION_NAME.fullmatch(value):
-        raise InvalidInput(field, value, EXCEPTION_NAME_RULE)
+_VERSION_REF = re.compile(r"[0-9a-f]{6,64}")
+VERSION_RULE = "a version from list_task_versions: 6 to 64 lowercase hex characters (a unique prefix will do)"
+
+
+def check_version_ref(value: Any, field: str = "version") -> str:
+    if not isinstance(value, str) or not _VERSION_REF.fullmatch(value):
+        raise InvalidInput(field, value, VERSION_RULE)
     return value
 
 
@@ -47,11 +51,12 @@ class TestCase(BaseModel):
 
     @model_validator(mode="after")
     def _one_expectation(self) -> TestCase:
+        # ValueError, not InvalidInput: pydantic then names the case (tests[2]) through parse_model.
         has_expect = "expect" in self.model_fields_set
         if has_expect == (self.expect_error is not None):
-            raise InvalidInput("expect", None, "exactly one of expect (the result) or expect_error (an exception name)")
-        if self.expect_error is not None:
-            check_exception_name(self.expect_error, "expect_error")
+            raise ValueError("a test case needs exactly one of expect (the result) or expect_error (an exception name)")
+        if self.expect_error is not None and not _EXCEPTION_NAME.fullmatch(self.expect_error):
+            raise ValueError(f"expect_error must be {EXCEPTION_NAME_RULE}")
         return self
 
     @property
@@ -80,7 +85,10 @@ class RetryPolicy(BaseModel):
     @field_validator("on")
     @classmethod
     def _names(cls, names: list[str]) -> list[str]:
-        return [check_exception_name(name, f"retry.on[{i}]") for i, name in enumerate(names)]
+        for name in names:
+            if len(name) > 200 or not _EXCEPTION_NAME.fullmatch(name):
+                raise ValueError(f"{name[:60]!r} is not {EXCEPTION_NAME_RULE}")
+        return names
 
     def countdown(self, retries_so_far: int) -> float:
         return min(self.backoff_max_s, self.backoff_s * 2**retries_so_far)

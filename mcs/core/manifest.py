@@ -122,6 +122,7 @@ def plan_deploy(request: dict[str, Any], manifest: Manifest | None) -> DeployPla
         extra = manifest.tasks[1:]
         for task in manifest.tasks:
             manifest_cases += [c.model_copy(update={"task": c.task or task.name}) for c in task.tests]
+    check_retry(request.get("retry"))
     for name in MAIN_FIELDS:
         given = request.get(name)
         if given is not None:
@@ -146,7 +147,7 @@ def plan_deploy(request: dict[str, Any], manifest: Manifest | None) -> DeployPla
         raise InvalidInput(f"{MANIFEST_FILE}.tasks", names, "task names must be unique within the folder")
 
     if request.get("tests") is not None:
-        cases, sources["tests"] = _request_cases(request["tests"], names[0]), "argument"
+        cases, sources["tests"] = check_test_cases(request["tests"], names[0]), "argument"
     else:
         cases, sources["tests"] = manifest_cases, ("manifest" if manifest_cases else "default")
     for index, case in enumerate(cases):
@@ -176,7 +177,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _request_cases(raw: Any, main: str) -> list[TestCase]:
+def check_retry(raw: Any, field: str = "retry") -> RetryPolicy | None:
+    return None if raw is None else parse_model(RetryPolicy, raw, field)
+
+
+def check_test_cases(raw: Any, main: str) -> list[TestCase]:
+    """Test cases as a tool receives them; a case without ``task`` is the main task's."""
     if not isinstance(raw, list):
         raise InvalidInput("tests", raw, "a list of test cases {args, kwargs, expect | expect_error}")
     cases = []

@@ -8,9 +8,18 @@ DEPLOY = "mcs.deploy.deploy_code_folder"
 UNDEPLOY = "mcs.deploy.undeploy_task"
 LIST_DEPLOYMENTS = "mcs.deploy.list_deployments"
 TASK_LOGS = "mcs.deploy.task_logs"
+LIST_VERSIONS = "mcs.deploy.list_versions"
+ROLLBACK = "mcs.deploy.rollback"
 
 # The signature covers the kind, so a message signed for one operation cannot be replayed as another.
-KINDS = {DEPLOY: "deploy", UNDEPLOY: "undeploy", LIST_DEPLOYMENTS: "list", TASK_LOGS: "logs"}
+KINDS = {
+    DEPLOY: "deploy",
+    UNDEPLOY: "undeploy",
+    LIST_DEPLOYMENTS: "list",
+    TASK_LOGS: "logs",
+    LIST_VERSIONS: "versions",
+    ROLLBACK: "rollback",
+}
 
 ALIVE_TTL_S = 15
 ALIVE_EVERY_S = 5

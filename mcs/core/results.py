@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from mcs.core.lifecycle import TestRun
 from mcs.core.models import TaskRecord
 
 
@@ -102,6 +103,30 @@ class DeployResult(ToolResult):
         default_factory=list, description="what limits the worker's confinement, and problems retiring older versions"
     )
     task: TaskRecord | None = None
+    tasks: list[str] = Field(default_factory=list, description="every task of the folder this deploy registered")
+    sources: dict[str, str] = Field(
+        default_factory=dict, description="where each value came from: argument, manifest (mcs.json) or default"
+    )
+    tests: TestRun | None = Field(None, description="the test cases run against this version before it served")
+
+
+class VersionInfo(BaseModel):
+    version: str
+    deployed_at: str = Field(description="when the version last went live (or was refused)")
+    status: str = Field(description="serving, kept (can be rolled back to), refused (its tests failed) or removed")
+    image: str | None = None
+    tests_total: int = 0
+    tests_passed: int = 0
+    tests_failed: int = 0
+    can_roll_back: bool = False
+
+
+class VersionsResult(ToolResult):
+    task_name: str
+    serving: str | None
+    versions: list[VersionInfo] = Field(description="newest first")
+    count: int
+    keep_versions: int = Field(description="how many versions are kept (MCS_KEEP_VERSIONS)")
 
 
 class DeploymentStatus(BaseModel):
@@ -117,6 +142,8 @@ class DeploymentStatus(BaseModel):
     network: str = "none"
     sandbox: str | None = None
     warnings: list[str] = Field(default_factory=list)
+    tasks: list[str] = Field(default_factory=list, description="every task the folder's worker serves")
+    tests_passed: int | None = None
 
 
 class DeploymentsResult(ToolResult):

@@ -2,7 +2,8 @@
 list_deployments and get_task_logs (the last four talk to the deploy worker through ``services.deploy_client``)."""
 
 import itertools
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import anyio.from_thread
 from mcp.server.mcpserver import Context, MCPServer
@@ -10,17 +11,40 @@ from pydantic import Field, StrictBool
 
 from mcs.codegen import GeneratedTask, generate_task_folder
 from mcs.core import protocol
-from mcs.core.results import DeploymentsResult, DeployResult, TaskLogsResult, UndeployResult
+from mcs.core.lifecycle import check_version_ref
+from mcs.core.names import validate_name
+from mcs.core.results import DeploymentsResult, DeployResult, TaskLogsResult, UndeployResult, VersionsResult
 from mcs.services import Services
 from mcs.tools.edge import add_tool
-from mcs.tools.params import Category, Description, Parameters, ReturnType, TaskName
+from mcs.tools.params import (
+    Category,
+    Description,
+    Network,
+    Parameters,
+    Retry,
+    ReturnType,
+    Sandbox,
+    TaskName,
+    TestCases,
+)
 
 UNDEPLOY_TIMEOUT_S = 120.0  # stopping workers (warm shutdown) and removing images
 QUERY_TIMEOUT_S = 30.0  # list_deployments, get_task_logs
 
 
+def _reporter(ctx: Context) -> Callable[[str], None]:
+    """Relay the deploy worker's steps as MCP progress notifications (called from the tool's worker thread)."""
+    steps = itertools.count(1)
+
+    def progress(step: str) -> None:
+        anyio.from_thread.run(ctx.report_progress, next(steps), None, step)
+
+    return progress
+
+
 def register(server: MCPServer, services: Services) -> None:
-    """Add generate_startMain_code, deploy_task, undeploy_task, list_deployments and get_task_logs, in that order."""
+    """Add generate_startMain_code, deploy_task, undeploy_task, list_deployments, get_task_logs, list_task_versions and
+    rollback_task, in that order."""
 
     def generate_startMain_code(
         task_name: TaskName,
@@ -52,12 +76,19 @@ def register(server: MCPServer, services: Services) -> None:
         overwrite: Annotated[
             StrictBool, Field(description="replace an existing folder of the same task and queue")
         ] = False,
+        category: Category = "general",
+        tests: TestCases = None,
+        retry: Retry = None,
+        network: Network = None,
+        sandbox: Sandbox = None,
     ) -> GeneratedTask:
         """Generate a complete, runnable Celery task folder in generated_tasks/{task_name}_{queue}/.
 
         It holds app_{queue}.py (the Celery app and the task with a real signature), requirements.txt, a
-        Dockerfile and a README. Everything is validated before anything is written (names, parameter names and
-        types, file paths; the Python must compile). Review `main_content`, then call deploy_task.
+        Dockerfile, a README and mcs.json, the manifest: every task's metadata, tests, retry policy and deploy
+        choices, so that deploy_task(task_name, queue) alone deploys it. Everything is validated before anything is
+        written (names, parameter names and types, file paths; the Python must compile). Review `main_content`,
+        then call deploy_task.
         """
         return generate_task_folder(
             services.settings,
@@ -71,45 +102,45 @@ def register(server: MCPServer, services: Services) -> None:
             additional_files=additional_files,
             requirements=requirements,
             overwrite=overwrite,
+            category=category,
+            tests=tests,
+            retry=retry,
+            network=network,
+            sandbox=sandbox,
         )
 
     def deploy_task(
         task_name: TaskName,
-        description: Description,
-        parameters: Parameters,
         queue: Annotated[str, Field(description="queue the task's worker serves, as given to generate_startMain_code")],
         ctx: Context,
-        category: Category = "general",
+        description: Annotated[str | None, Field(description="overrides the manifest's (required without one)")] = None,
+        parameters: Annotated[
+            list[dict[str, Any]] | None, Field(description="overrides the manifest's (required without one)")
+        ] = None,
+        category: Annotated[str | None, Field(description="overrides the manifest's; default general")] = None,
         code_folder_path: Annotated[
             str | None,
             Field(description="the task folder; default generated_tasks/{task_name}_{queue} (must be under it)"),
         ] = None,
-        return_type: ReturnType = "Any",
-        network: Annotated[
-            Literal["none", "egress"],
-            Field(description="none: the worker reaches Redis only (default); egress: the task needs the network"),
-        ] = "none",
-        sandbox: Annotated[
-            Literal["runc", "gvisor"] | None,
-            Field(description="runc (hardened container) or gvisor (user-space kernel); default from settings"),
-        ] = None,
+        return_type: Annotated[str | None, Field(description="overrides the manifest's; default Any")] = None,
+        network: Network = None,
+        sandbox: Sandbox = None,
+        tests: TestCases = None,
+        retry: Retry = None,
     ) -> DeployResult:
-        """Deploy a task folder as an isolated worker, check it answers, then register the task.
+        """Deploy a task folder as an isolated worker, test it, then register every task of the folder.
 
-        The worker gets a Redis user of its own that reaches only the task's queue and results, and no network
-        unless `network` is "egress"; `isolation`, `network` and `warnings` in the result say what confines it.
+        A folder from generate_startMain_code carries its manifest (mcs.json): task_name and queue alone deploy
+        it; any other argument given overrides the manifest, and `sources` in the result says where each value
+        came from. A hand-written folder without a manifest needs description and parameters.
 
-        The deploy worker builds an image from the folder (MCS's hardened recipe), starts the worker, waits until it
-        answers, registers the task with its deployment details and only then retires the previous version. The
-        same files again change nothing (idempotent); a failed deploy leaves the previous version serving and
-        returns the step that failed with the tail of the build or worker log. Test it next with
-        trigger_celery_task.
+        The deploy worker builds an image (MCS's hardened recipe), starts the new version on a queue of its own,
+        waits until it answers, runs the test cases against it (one failure: the version is removed, the previous
+        keeps serving, and the error lists each failing case), then points the registry at it (from then on every
+        call goes to it, none to the previous version) and retires the previous version, whose waiting calls move
+        over. The worker gets a Redis user of its own and no network unless `network` is "egress". The same files
+        again change nothing (idempotent). Earlier versions stay for rollback_task (list_task_versions).
         """
-
-        steps = itertools.count(1)
-
-        def progress(step: str) -> None:  # called from this tool's worker thread: hop to the event loop
-            anyio.from_thread.run(ctx.report_progress, next(steps), None, step)
 
         raw = services.deploy_client.deploy(
             task_name=task_name,
@@ -121,12 +152,34 @@ def register(server: MCPServer, services: Services) -> None:
             code_folder_path=code_folder_path,
             network=network,
             sandbox=sandbox,
-            on_progress=progress,
+            tests=tests,
+            retry=retry,
+            on_progress=_reporter(ctx),
+        )
+        return DeployResult.model_validate(raw)
+
+    def list_task_versions(task_name: TaskName) -> VersionsResult:
+        """List a deployed task's versions, newest first: deployed_at, status (serving, kept, refused), its test
+        results and image. Kept versions can be served again with rollback_task, without a rebuild."""
+        raw = services.deploy_client.call(protocol.LIST_VERSIONS, {"task_name": task_name}, QUERY_TIMEOUT_S)
+        return VersionsResult.model_validate(raw)
+
+    def rollback_task(
+        task_name: TaskName,
+        version: Annotated[str, Field(description="a kept version from list_task_versions (or its first 6+ chars)")],
+        ctx: Context,
+    ) -> DeployResult:
+        """Serve a kept version of a task again, without a rebuild: it starts on its own queue, its test cases run
+        again, then every call goes to it and the version that served retires (its waiting calls move over)."""
+        payload = {"task_name": validate_name(task_name), "version": check_version_ref(version)}
+        raw = services.deploy_client.call(
+            protocol.ROLLBACK, payload, services.settings.deploy_timeout_s, on_progress=_reporter(ctx)
         )
         return DeployResult.model_validate(raw)
 
     def undeploy_task(task_name: TaskName) -> UndeployResult:
-        """Remove a deployed task entirely: its worker, images, deployment folders, registry entry and queue."""
+        """Remove a deployed task entirely: its worker, images, deployment folders, registry entry and queue. For a
+        folder with several tasks, undeploy its main task: every task of the folder goes with it."""
         raw = services.deploy_client.call(protocol.UNDEPLOY, {"task_name": task_name}, UNDEPLOY_TIMEOUT_S)
         return UndeployResult.model_validate(raw)
 
@@ -151,3 +204,5 @@ def register(server: MCPServer, services: Services) -> None:
     )
     add_tool(server, list_deployments, read_only=True, idempotent=True, title="List deployments")
     add_tool(server, get_task_logs, read_only=True, idempotent=True, title="A task worker's log")
+    add_tool(server, list_task_versions, read_only=True, idempotent=True, title="A task's versions")
+    add_tool(server, rollback_task, read_only=False, destructive=True, idempotent=True, title="Roll back", waits=True)

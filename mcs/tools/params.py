@@ -1,6 +1,6 @@
 """The parameter types the tools share: each carries the description the model reads in the tool's input schema."""
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -22,3 +22,25 @@ Parameters = Annotated[
 Category = Annotated[str, Field(description="category: lowercase letters, digits, '_' or '-' (e.g. arithmetic)")]
 Description = Annotated[str, Field(description="what the task does, for other agents (max 2000 chars)")]
 ReturnType = Annotated[str, Field(description="the return type, e.g. int, dict, Any")]
+TestCases = Annotated[
+    list[dict[str, Any]] | None,
+    Field(
+        description='test cases run against the new version before it takes calls: [{"args": [2, 3], "expect": 5}, '
+        '{"kwargs": {"a": "x"}, "expect_error": "TypeError"}]; a case may name "task" (another task of the folder)'
+    ),
+]
+Retry = Annotated[
+    dict[str, Any] | None,
+    Field(
+        description='retry policy: {"on": ["ConnectionError"], "max_retries": 3, "backoff_s": 1.0, '
+        '"backoff_max_s": 60}: a call raising one of `on` (or a subclass) is tried again after backoff_s * 2**n s'
+    ),
+]
+Network = Annotated[
+    Literal["none", "egress"] | None,
+    Field(description="none: the worker reaches Redis only (default); egress: the task needs the network"),
+]
+Sandbox = Annotated[
+    Literal["runc", "gvisor"] | None,
+    Field(description="runc (hardened container) or gvisor (user-space kernel); default from settings"),
+]
