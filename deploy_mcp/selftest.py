@@ -28,7 +28,7 @@ def celery_case_caller(apps: PrefixedApps) -> CaseCaller:
 
         result = apps.get(key_prefix).send_task(celery_task_name(task), args=args, kwargs=kwargs, queue=queue)
         try:
-            value = result.get(timeout=timeout_s, propagate=False)
+            value = result.get(timeout=timeout_s, propagate=False, disable_sync_subtasks=False)  # in a deploy task
         except ResultTimeout:
             result.revoke()
             return {"state": "TIMEOUT", "error": "Timeout", "message": f"no answer within {timeout_s:g} s"}

@@ -91,6 +91,7 @@ def test_expected_errors_and_tracebacks(env: Env) -> None:
     env.write(MANIFEST_FILE, manifest({**ADD, "tests": [{"args": ["x"], "expect_error": "TypeError"}]}))
     env.answer = lambda *a: {"state": "FAILURE", "error": "TypeError", "message": "bad", "traceback": "Traceback..."}
     assert env.deployer.deploy(bare(env)).tests.passed == 1
+    assert env.deployer.versions("simple_add").count == 1  # a case expecting an error is stored readable
     env.write("app_test_queue.py", APP + "# v2\n")
     env.answer = lambda *a: {"state": "SUCCESS", "result": "x"}
     with pytest.raises(DeployError, match="expected TypeError, got"):

@@ -13,7 +13,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from mcs.core.errors import InvalidInput
 
@@ -140,3 +140,7 @@ class VersionEntry(BaseModel):
     cases: list[TestCase] = Field(default_factory=list)
     options: dict[str, Any] = Field(default_factory=dict)
     dockerfile: str | None = None
+
+    @field_serializer("cases")
+    def _cases(self, cases: list[TestCase]) -> list[dict[str, Any]]:
+        return [case.public() for case in cases]  # read back as written: expect or expect_error, never both
