@@ -13,14 +13,54 @@ from Redis.connection import RedisStore, redis_errors
 class IssuedTasks(RedisStore):
     """``mcs:issued:{task_id}`` -> {task_name, queue, sent_at, key_prefix}, with a TTL of ``result_expires_s``."""
 
-    def remember(self, task_id: str, task_name: str, queue: str, key_prefix: str = "") -> None:
-        """``key_prefix``: where the task's result will be (its deployment's prefix when it was sent)."""
+    def remember(
+        self,
+        task_id: str,
+        task_name: str,
+        queue: str,
+        key_prefix: str = "",
+        canary_version: str | None = None,
+        release: str | None = None,
+    ) -> None:
+        """``key_prefix``: where the task's result will be (its deployment's prefix when it was sent).
+        ``canary_version``: the version a call sent during a gradual release went to; its calls are counted under
+        ``release``, the folder's main task (default: the task itself)."""
         issued = {"task_name": task_name, "queue": queue, "sent_at": time.time()}
         if key_prefix:
             issued["key_prefix"] = key_prefix
-        issued = json.dumps(issued)
+        if canary_version:
+            issued["version"] = canary_version
+            issued["release"] = release or task_name
         with redis_errors(self.settings):
-            self.client.set(self.keys.issued(task_id), issued, ex=self.settings.result_expires_s)
+            pipe = self.client.pipeline(transaction=False)  # one round trip either way
+            pipe.set(self.keys.issued(task_id), json.dumps(issued), ex=self.settings.result_expires_s)
+            if canary_version:
+                pipe.hincrby(self.keys.calls(issued["release"]), f"{canary_version}:sent", 1)
+            pipe.execute()
+
+    def count_outcome(self, task_id: str, issued: dict[str, Any], succeeded: bool) -> None:
+        """Count a finished call of a gradual release against its version, once however often it is read."""
+        version = issued.get("version")
+        if not version:
+            return
+        with redis_errors(self.settings):
+            if self.client.set(self.keys.counted(task_id), 1, nx=True, ex=self.settings.result_expires_s):
+                field = f"{version}:{'succeeded' if succeeded else 'failed'}"
+                self.client.hincrby(self.keys.calls(issued.get("release") or issued["task_name"]), field, 1)
+
+    def calls(self, task_name: str) -> dict[str, dict[str, int]]:
+        """{version: {sent, succeeded, failed}} of the calls counted during gradual releases of ``task_name``."""
+        with redis_errors(self.settings):
+            raw = self.client.hgetall(self.keys.calls(task_name))
+        counts: dict[str, dict[str, int]] = {}
+        for field, value in raw.items():
+            version, _, kind = (field.decode() if isinstance(field, bytes) else field).partition(":")
+            counts.setdefault(version, {"sent": 0, "succeeded": 0, "failed": 0})[kind] = int(value)
+        return counts
+
+    def forget_calls(self, task_name: str) -> None:
+        with redis_errors(self.settings):
+            self.client.delete(self.keys.calls(task_name))
 
     def find(self, task_id: str) -> dict[str, Any] | None:
         """What was recorded when ``task_id`` was sent, or None for an id MCS did not issue (or forgot)."""

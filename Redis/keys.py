@@ -60,3 +60,11 @@ class Keys:
     def deploy_lock(self, task_name: str) -> str:
         """STRING with TTL, a random token: one deploy at a time per task (SET NX PX, compare-and-delete)."""
         return f"{self.prefix}lock:deploy:{task_name}"
+
+    def calls(self, task_name: str) -> str:
+        """HASH ``{version}:sent|succeeded|failed`` -> count: the calls of each version during a gradual release."""
+        return f"{self.prefix}calls:{task_name}"
+
+    def counted(self, task_id: str) -> str:
+        """STRING with TTL: the outcome of this call was counted in ``calls`` (a result read twice counts once)."""
+        return f"{self.prefix}counted:{task_id}"

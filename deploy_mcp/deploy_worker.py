@@ -147,6 +147,12 @@ def rollback_task(self, message: Any) -> dict[str, Any]:
     return _run("rollback", message, lambda p: deployer().rollback(p.get("task_name"), p.get("version"), progress))
 
 
+@app.task(name=protocol.PROMOTE, bind=True)
+def promote_task(self, message: Any) -> dict[str, Any]:
+    progress = _progress(self, "promote")
+    return _run("promote", message, lambda p: deployer().promote(p.get("task_name"), progress))
+
+
 _alive_stop = threading.Event()
 
 

@@ -22,7 +22,6 @@ import secrets
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -31,24 +30,27 @@ from typing import TYPE_CHECKING, Any
 from deploy_mcp.confinement import deployment_warnings
 from deploy_mcp.credentials import TaskCredentials
 from deploy_mcp.health import Probe, Timings, registered_tasks, wait_healthy
+from deploy_mcp.launch import DeployOptions, Launch
 from deploy_mcp.queries import DeploymentQueries
+from deploy_mcp.releases import Releases
 from deploy_mcp.runtime import Artifact, BuildSpec, Progress, RunSpec, WorkerHandle, WorkerRuntime
 from deploy_mcp.selftest import CaseCaller, celery_case_caller, run_cases, tests_failed
 from deploy_mcp.versions import VersionFolders
 from mcs.core.bundle import BundleFile, bundle_version, parse_files
 from mcs.core.celery_app import PrefixedApps, task_key_prefix, version_queue
-from mcs.core.errors import Conflict, DeployError, InvalidInput, MCSError, NotFound
+from mcs.core.errors import Conflict, DeployError, InvalidInput, MCSError
 from mcs.core.lifecycle import TestRun, VersionEntry
 from mcs.core.manifest import MANIFEST_FILE, DeployPlan, parse_manifest, plan_deploy
 from mcs.core.models import DeploymentInfo, TaskRecord
-from mcs.core.names import validate_name, validate_queue, validate_task_name
+from mcs.core.names import validate_queue, validate_task_name
 from mcs.core.protocol import NETWORKS, SANDBOXES
 from mcs.core.requirements import check_requirements
-from mcs.core.results import DeployResult, VersionInfo, VersionsResult
+from mcs.core.results import DeployResult
 from mcs.core.settings import Settings
 from mcs.core.worker_image import render_dockerfile
 from Redis.acl import AclUsers, TaskUser
 from Redis.broker import move_queue, requeue_unacked
+from Redis.issued import IssuedTasks
 from Redis.registry import TaskRegistry
 from Redis.versions import VersionHistory
 
@@ -60,13 +62,7 @@ log = logging.getLogger(__name__)
 __all__ = ["Deployer", "Probe", "registered_tasks"]
 
 
-@dataclass(frozen=True)
-class DeployOptions:
-    network: str  # none: Redis only; egress: the network of MCS_WORKER_NETWORK
-    sandbox: str  # runc or gvisor
-
-
-class Deployer(DeploymentQueries):
+class Deployer(DeploymentQueries, Releases):
     def __init__(
         self,
         settings: Settings,
@@ -87,6 +83,7 @@ class Deployer(DeploymentQueries):
         self.broker = broker
         self.credentials = credentials or TaskCredentials(settings, AclUsers(settings, registry.client))
         self.history = VersionHistory(settings, registry.client)
+        self.issued = IssuedTasks(settings, registry.client)
         self.caller = caller or celery_case_caller(PrefixedApps(settings))
         # Who holds this deployer's locks, and how to tell that another holder died (its locks are then free).
         self.holder = {"holder": holder, "holder_alive": holder_alive} if holder else {}
@@ -105,9 +102,11 @@ class Deployer(DeploymentQueries):
         dockerfile, source = self._dockerfile(files, queue)
         # The version covers the build recipe too: a new template or base image rebuilds unchanged code.
         version = bundle_version(files, dockerfile.encode())
+        canary = self._canary_percent(request.get("canary_percent"))
         with self._lock(task), self._queue_lock(queue):
             self._check_queue_owner(plan)
             current = self.registry.find(task)
+            self._check_release(current, plan, canary)
             reused = self._running_same(current, version, queue, options)
             if reused is not None:
                 records = self._register_all(plan, current.deployment, current)  # metadata may have changed
@@ -127,7 +126,10 @@ class Deployer(DeploymentQueries):
                 error = self._deploy_error(exc, None)
                 self._discard(None, artifact, folder if created else None, current, None)
                 raise error from None
-            live = Launch(plan, version, artifact, options, source, fresh_folder=folder if created else None)
+            live = Launch(
+                plan, version, artifact, options, source, fresh_folder=folder if created else None,
+                canary_percent=canary,
+            )  # fmt: skip
             return self._go_live(live, current, say, timings, "deployed")
 
     def _go_live(
@@ -178,6 +180,16 @@ class Deployer(DeploymentQueries):
                 tasks=plan.names,
                 tests_passed=run.passed if run else None,
             )
+            if live.canary_percent is not None and current is not None and current.deployment is not None:
+                with timings.step("register"):
+                    records = self._start_canary(live, current, deployment, run)
+                timings.total()
+                result = self._result(records, handle, version, False, live.source, timings, what, plan, run)
+                return result.model_copy(update={"message": (
+                    f"task {task} version {version[:12]} takes {live.canary_percent}% of the calls (a gradual "
+                    f"release); version {(current.deployment.version or '')[:12]} serves the rest. Compare them "
+                    "with list_task_versions, then promote_task or rollback_task"
+                )})  # fmt: skip
             with timings.step("register"):
                 records = self._register_all(plan, deployment, current)
                 self.folders.mark_registered(task, queue, version)
@@ -435,11 +447,13 @@ class Deployer(DeploymentQueries):
 
     def _retired_queues(self, task: str, queue: str, serve_queue: str, old: TaskRecord | None) -> set[str]:
         """The queues earlier versions of ``task`` consumed (their own, or the task's queue before versions had
-        queues of their own), other than the serving one."""
+        queues of their own), other than the serving one and a gradual release's."""
         queues = {e.serve_queue for e in self.history.list(task) if e.serve_queue} | {queue}
         if old is not None:
             queues |= {old.queue, old.serve_queue}
-        return queues - {serve_queue}
+        current = self.registry.find(task)
+        canary = current.deployment.canary if current and current.deployment else None
+        return queues - {serve_queue, canary.serve_queue if canary else None}
 
     def _prune(self, task: str, queue: str, version: str) -> None:
         """Keep ``keep_versions`` versions (folder, artefact and history entry); forget what is gone."""
@@ -514,92 +528,3 @@ class Deployer(DeploymentQueries):
             message=f"task {record.name} {what}: version {version[:12]} on queue {record.queue}, worker RUNNING "
             f"({self.runtime.name}){tested}{also}; test it with trigger_celery_task",
         )
-
-    # -- versions ---------------------------------------------------------------------------------------------
-
-    def versions(self, task_name: str) -> VersionsResult:
-        record = self._deployed_main(task_name)
-        entries = self.history.list(record.name)
-        serving = record.deployment.version if record.deployment else None
-        items = [
-            VersionInfo(
-                version=e.version,
-                deployed_at=e.deployed_at.isoformat(),
-                status="serving" if e.version == serving else e.status,
-                image=e.image,
-                tests_total=e.tests.total if e.tests else 0,
-                tests_passed=e.tests.passed if e.tests else 0,
-                tests_failed=e.tests.failed if e.tests else 0,
-                can_roll_back=e.version != serving and e.status == "kept",
-            )
-            for e in entries
-        ]
-        return VersionsResult(
-            task_name=record.name,
-            serving=serving,
-            versions=items,
-            count=len(items),
-            keep_versions=self.settings.keep_versions,
-            message=f"{len(items)} version(s) of {record.name}; serving {serving[:12] if serving else 'none'}",
-        )
-
-    def rollback(self, task_name: str, version: Any, progress: Progress | None = None) -> DeployResult:
-        """Serve a kept version again: no build (its artefact is kept), its test cases run again first."""
-        say = progress or (lambda _msg: None)
-        timings = Timings()
-        record = self._deployed_main(task_name)
-        entry = self.history.find(record.name, version)
-        with self._lock(record.name), self._queue_lock(record.queue):
-            current = self.registry.get(record.name)
-            dep = current.deployment
-            if dep is not None and dep.version == entry.version:
-                handle = self._running_same(current, entry.version, current.queue, self.options_of(dep))
-                if handle is not None:
-                    plan = DeployPlan([current], [], dep.network, dep.sandbox)
-                    timings.total()
-                    return self._result([current], handle, entry.version, True, dep.dockerfile or "rendered",
-                                        timings, "already serves this version", plan)  # fmt: skip
-            folder = self.folders.task_dir(record.name, record.queue) / entry.version
-            if entry.status != "kept" or not folder.is_dir():
-                raise Conflict(
-                    f"version {entry.version[:12]} of {record.name!r} is {entry.status}, not kept: only kept versions "
-                    "can be rolled back to (list_task_versions); deploy its files again instead",
-                    task_name=record.name,
-                    version=entry.version,
-                )
-            ref = self.runtime.artifact_ref(record.name, entry.version)
-            artifact = Artifact(self.runtime.name, ref, ref, reused=True)
-            drafts = [TaskRecord.model_validate({**t, "queue": record.queue}) for t in entry.tasks] or [current]
-            plan = DeployPlan(drafts, list(entry.cases), entry.options.get("network"), entry.options.get("sandbox"))
-            options = self._options(plan.network, plan.sandbox)
-            live = Launch(plan, entry.version, artifact, options, entry.dockerfile or "rendered", rollback=True)
-            say(f"rolling {record.name} back to version {entry.version[:12]}")
-            return self._go_live(live, current, say, timings, f"rolled back from {(dep.version or '')[:12]}")
-
-    def _deployed_main(self, task_name: str) -> TaskRecord:
-        record = self.registry.get(validate_name(task_name))
-        if record.deployment is None:
-            raise NotFound(
-                f"task {task_name!r} is registered but not deployed: it has no versions", task_name=task_name
-            )
-        if record.primary != record.name:
-            raise Conflict(
-                f"task {task_name!r} is deployed in task {record.primary!r}'s folder: its versions are "
-                f"{record.primary!r}'s",
-                task_name=task_name,
-                owner=record.primary,
-            )
-        return record
-
-
-@dataclass(frozen=True)
-class Launch:
-    """A version about to go live: what it registers and tests, its artefact and its choices."""
-
-    plan: DeployPlan
-    version: str
-    artifact: Artifact
-    options: DeployOptions
-    source: str  # rendered or custom: the recipe the artefact was built with
-    fresh_folder: Path | None = None  # the version folder this deploy wrote (removed if the deploy fails)
-    rollback: bool = False  # the artefact is a kept one: never removed on failure

@@ -17,7 +17,7 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING
 
-from deploy_mcp.health import wait_healthy
+from deploy_mcp.health import Timings, wait_healthy
 from deploy_mcp.runtime import Artifact
 from mcs.core.errors import Conflict
 from mcs.core.models import TaskRecord
@@ -40,6 +40,10 @@ def watch_workers(deployer: Deployer) -> list[str]:
         dep = record.deployment
         if dep is None or dep.runtime != deployer.runtime.name or not dep.key_prefix or record.primary != record.name:
             continue  # an extra task of a folder is watched through its folder's main task
+        if dep.canary is not None:
+            canary = running.get(dep.canary.container_id or "")
+            if canary is None or deployer.runtime.state(canary) in GONE:
+                _end_lost_canary(deployer, record)
         handle = running.get(dep.container_id or "")
         if handle is not None and deployer.runtime.state(handle) not in GONE:
             _move_stragglers(deployer, record)
@@ -66,8 +70,9 @@ def sweep_unregistered(deployer: Deployer) -> list[str]:
             with deployer._lock(task):
                 record = deployer.registry.find(task)
                 dep = record.deployment if record else None
+                keep = {dep.container_id, dep.canary.container_id if dep.canary else None} if dep else set()
                 for handle in deployer.runtime.workers(task):
-                    if dep is None or handle.id != dep.container_id:
+                    if handle.id not in keep:
                         deployer.runtime.remove(handle)
                         removed.append(handle.name)
                 if dep is not None:
@@ -80,6 +85,22 @@ def sweep_unregistered(deployer: Deployer) -> list[str]:
     if removed:
         log.warning("removed %d worker(s) no registration points at: %s", len(removed), ", ".join(removed))
     return removed
+
+
+def _end_lost_canary(deployer: Deployer, record: TaskRecord) -> None:
+    """The worker of a gradual release is gone: the release ends, every call goes to the version that serves
+    (what waited for the new version, or was taken by it, moves over)."""
+    try:
+        with deployer._lock(record.name):
+            current = deployer.registry.find(record.name)
+            if current is None or current.deployment is None or current.deployment.canary is None:
+                return
+            deployer._end_canary(current, Timings(), lambda _msg: None)
+            log.warning("the gradual release of %s lost its worker: rolled back to the serving version", record.name)
+    except Conflict:
+        return
+    except Exception:
+        log.exception("could not end the gradual release of %s", record.name)
 
 
 def _move_stragglers(deployer: Deployer, record: TaskRecord) -> None:

@@ -50,6 +50,7 @@ class DeployClient:
         sandbox: str | None = None,
         tests: list[dict[str, Any]] | None = None,
         retry: dict[str, Any] | None = None,
+        canary_percent: int | None = None,
         on_progress: OnProgress | None = None,
     ) -> dict[str, Any]:
         """Deploy a folder: the arguments given (not None) override its manifest (``mcs.json``)."""
@@ -73,6 +74,7 @@ class DeployClient:
             "sandbox": sandbox,
             "tests": tests,
             "retry": retry,
+            "canary_percent": canary_percent,
         }
         # The deploy worker checks again; checking here answers bad metadata at once, with or without a worker.
         shipped = next((f for f in files if f.path == MANIFEST_FILE), None)

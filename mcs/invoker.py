@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import time
 import uuid
@@ -115,7 +116,7 @@ class TaskInvoker:
         return record
 
     def send(self, task_name: Any, args: Any = None, kwargs: Any = None, queue: Any = None) -> TaskSentResult:
-        record, result = self._send(task_name, args, kwargs, queue)
+        record, result, _ = self._send(task_name, args, kwargs, queue)
         return TaskSentResult(
             task_id=result.id,
             task_name=record.name,
@@ -128,7 +129,7 @@ class TaskInvoker:
     ) -> TaskCallResult:
         timeout = self._timeout(timeout_s)
         started = time.perf_counter()
-        record, result = self._send(task_name, args, kwargs, queue)
+        record, result, canary = self._send(task_name, args, kwargs, queue)
         try:
             value = result.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
         except Exception as exc:
@@ -146,6 +147,9 @@ class TaskInvoker:
             raise self._celery_error(exc) from None
         elapsed_ms = (time.perf_counter() - started) * 1000
         state = result.state
+        if canary:
+            issued = {"task_name": record.name, "version": canary, "release": record.primary}
+            self.issued.count_outcome(result.id, issued, succeeded=state == "SUCCESS")
         if state != "SUCCESS":
             raise self._failure(result, record.name, record.queue, state, value, record.key_prefix)
         return TaskCallResult(
@@ -158,21 +162,29 @@ class TaskInvoker:
             message=f"task {record.name} succeeded: {_preview(value)}",
         )
 
-    def _send(self, task_name: Any, args: Any, kwargs: Any, queue: Any) -> tuple[TaskRecord, AsyncResult]:
+    def _send(self, task_name: Any, args: Any, kwargs: Any, queue: Any) -> tuple[TaskRecord, AsyncResult, str | None]:
         """Validate, remember the task id (so get_celery_result knows it), then send: if Redis cannot record the
-        id, nothing is sent."""
+        id, nothing is sent. The third value: the version a call of a gradual release went to."""
         record = self.resolve(task_name, queue)
         args, kwargs = check_call_arguments(record, args, kwargs, self.settings.max_payload_bytes)
         task_id = str(uuid.uuid4())
-        self.issued.remember(task_id, record.name, record.queue, record.key_prefix)
+        route, version = (
+            record.deployment.route(record.queue, random.random())  # noqa: S311 - a traffic split, not a secret
+            if record.deployment
+            else (record.queue, None)
+        )
+        canary = version if record.deployment and record.deployment.canary else None
+        self.issued.remember(
+            task_id, record.name, record.queue, record.key_prefix, canary_version=canary, release=record.primary
+        )
         try:
             result = self._app(record.key_prefix).send_task(
-                celery_task_name(record.name), args=args, kwargs=kwargs, queue=record.serve_queue, task_id=task_id
+                celery_task_name(record.name), args=args, kwargs=kwargs, queue=route, task_id=task_id
             )
         except Exception as exc:
             raise self._celery_error(exc) from None
-        log.debug("sent %s to queue %s as %s", record.name, record.serve_queue, task_id)
-        return record, result
+        log.debug("sent %s to queue %s as %s", record.name, route, task_id)
+        return record, result, canary
 
     # -- results ----------------------------------------------------------------------------------------------
 
@@ -189,6 +201,8 @@ class TaskInvoker:
         result = self._app(issued.get("key_prefix", "")).AsyncResult(task_id)
         state = self._state(result)
         base = {"task_id": task_id, "task_name": issued["task_name"], "queue": issued["queue"], "status": state}
+        if state in ("SUCCESS", "FAILURE"):
+            self.issued.count_outcome(task_id, issued, succeeded=state == "SUCCESS")
         if state == "SUCCESS":
             value = result.result
             return TaskStatusResult(**base, ready=True, result=value, message=f"task succeeded: {_preview(value)}")

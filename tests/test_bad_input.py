@@ -54,7 +54,7 @@ for tool, base in (
     ("send_celery_task", CALL),
 ):
     CASES += [(tool, {**base, "task_name": name}, "task_name") for name in BAD_NAMES + RESERVED]
-for tool in ("get_task_details", "undeploy_task", "get_task_logs", "list_task_versions"):
+for tool in ("get_task_details", "undeploy_task", "get_task_logs", "list_task_versions", "promote_task"):
     CASES += [(tool, {"task_name": name}, "task_name") for name in BAD_NAMES]
 for tool, base in (("generate_startMain_code", GEN), ("deploy_task", DEPLOY), ("register_task_info", REGISTER)):
     CASES += [(tool, {**base, "queue": queue}, "queue") for queue in BAD_QUEUES]
@@ -118,6 +118,7 @@ for tool, base in (("generate_startMain_code", GEN), ("deploy_task", DEPLOY)):
     CASES += [(tool, {**base, "tests": t}, "tests") for t in BAD_TESTS]
     CASES += [(tool, {**base, "retry": r}, "retry") for r in BAD_RETRIES]
 CASES += [("rollback_task", {"task_name": name, "version": "abcdef"}, "task_name") for name in BAD_NAMES]
+CASES += [("deploy_task", {**DEPLOY, "canary_percent": c}, "canary_percent") for c in (0, 100, -5, "half", 1.5)]
 CASES += [("rollback_task", {"task_name": "echo_task", "version": v}, "version") for v in ("", "abc", "xyz123", "../x")]
 
 

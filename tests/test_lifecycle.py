@@ -197,3 +197,46 @@ def test_a_retry_policy_is_registered_with_the_task(env: Env) -> None:
     env.write(MANIFEST_FILE, manifest({**ADD, "retry": {"on": ["ConnectionError"], "max_retries": 2}}))
     env.deployer.deploy(bare(env))
     assert env.registry.get("simple_add").retry.max_retries == 2
+
+
+def test_a_gradual_release_splits_calls_until_promoted(env: Env) -> None:
+    first = env.deployer.deploy(bare(env))
+    env.write("app_test_queue.py", APP + "# v2\n")
+    canary = env.deployer.deploy(bare(env, canary_percent=30))
+    record = env.registry.get("simple_add")
+    assert record.deployment.version == first.version and record.deployment.canary.version == canary.version
+    assert len(env.runtime.running) == 2 and "30%" in canary.message
+    routes = [record.deployment.route("test_queue", draw)[1] for draw in (0.0, 0.29, 0.3, 0.99)]
+    assert routes == [canary.version, canary.version, first.version, first.version]
+    listing = env.deployer.versions("simple_add")
+    assert listing.canary == canary.version
+    assert {v.version: v.traffic_percent for v in listing.versions} == {first.version: 70, canary.version: 30}
+    with pytest.raises(Conflict, match="gradual release"):
+        env.deployer.deploy(bare(env))
+    promoted = env.deployer.promote("simple_add")
+    record = env.registry.get("simple_add")
+    assert record.deployment.version == canary.version and record.deployment.canary is None
+    assert list(env.runtime.running) == [promoted.container_id] and promoted.container_id == canary.container_id
+
+
+def test_rolling_a_gradual_release_back_keeps_the_serving_version(env: Env) -> None:
+    first = env.deployer.deploy(bare(env))
+    env.write("app_test_queue.py", APP + "# v2\n")
+    canary = env.deployer.deploy(bare(env, canary_percent=50))
+    prefix = env.registry.get("simple_add").key_prefix
+    env.broker.lpush(prefix + version_queue("test_queue", canary.version), json.dumps({"body": "x", "properties": {}}))
+    back = env.deployer.rollback("simple_add", first.version)
+    record = env.registry.get("simple_add")
+    assert record.deployment.canary is None and record.deployment.version == first.version and back.version
+    assert list(env.runtime.running) == [first.container_id]
+    assert env.broker.llen(prefix + version_queue("test_queue", first.version)) == 1  # the waiting call moved
+    assert {v.version: v.status for v in env.deployer.versions("simple_add").versions}[canary.version] == "kept"
+
+
+def test_a_gradual_release_needs_the_same_tasks_and_parameters(env: Env) -> None:
+    with pytest.raises(InvalidInput, match="needs a version serving"):
+        env.deployer.deploy(bare(env, canary_percent=10))
+    env.deployer.deploy(bare(env))
+    env.write(MANIFEST_FILE, manifest({**ADD, "parameters": [{"name": "b", "type": "int"}]}))
+    with pytest.raises(Conflict, match="same tasks with the same parameters"):
+        env.deployer.deploy(bare(env, canary_percent=10))

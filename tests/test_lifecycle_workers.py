@@ -1,7 +1,8 @@
 """The life cycle with real workers, through the MCP server over stdio, on the process runtime and on Docker: a
 folder's manifest deploys with task_name and queue alone, every task of the folder answers after one deploy and goes
 with one undeploy, a version failing its test cases never serves, a redeploy's calls are each answered by exactly
-one version with none lost, versions are listed and rolled back without a build, a transient exception is retried.
+one version with none lost, versions are listed and rolled back without a build, a transient exception is retried, and a gradual release
+splits the calls until it is promoted.
 """
 
 from __future__ import annotations
@@ -140,6 +141,24 @@ def test_the_life_cycle(stage) -> None:
     assert back["timings_ms"]["total"] < 5000, back["timings_ms"]
     switch = answered.index("v1")
     assert answered == ["v3"] * switch + ["v1"] * (len(answered) - switch), answered
+
+    # A gradual release: half the calls to v4, counted per version, until it is promoted.
+    stage.one("generate_startMain_code", **folder("v4"))
+    canary = stage.one("deploy_task", task_name=TASK, queue=QUEUE, canary_percent=50)
+    assert canary["success"] and "50%" in canary["message"], canary
+    invoker = Services(stage.settings).invoker
+    answered = [invoker.trigger("life_version", timeout_s=30).result for _ in range(40)]
+    assert set(answered) == {"v1", "v4"}, answered
+    listing = stage.one("list_task_versions", task_name=TASK)
+    split = {v["version"]: (v["traffic_percent"], v["calls"]) for v in listing["versions"] if v["calls"]}
+    assert split[canary["version"]][0] == 50 and split[first["version"]][0] == 50, listing
+    assert {k: sum(c[k] for _, c in split.values()) for k in ("sent", "succeeded", "failed")} == {
+        "sent": 40, "succeeded": 40, "failed": 0,
+    }  # fmt: skip
+    assert split[canary["version"]][1]["succeeded"] == answered.count("v4")
+    promoted = stage.one("promote_task", task_name=TASK)
+    assert promoted["success"] and promoted["version"] == canary["version"], promoted
+    assert {invoker.trigger("life_version", timeout_s=30).result for _ in range(10)} == {"v4"}
 
     # The folder's tasks go together.
     refused_undeploy = stage.one("undeploy_task", task_name="life_version")

@@ -36,6 +36,7 @@ TOOLS = {
     "get_task_logs",
     "list_task_versions",
     "rollback_task",
+    "promote_task",
 }
 READ_ONLY = {
     "get_celery_result",
@@ -47,7 +48,7 @@ READ_ONLY = {
     "get_task_logs",
     "list_task_versions",
 }
-DESTRUCTIVE = {"generate_startMain_code", "deploy_task", "undeploy_task", "rollback_task"}
+DESTRUCTIVE = {"generate_startMain_code", "deploy_task", "undeploy_task", "rollback_task", "promote_task"}
 
 
 class NoCelery:

@@ -60,7 +60,8 @@ def request_for(settings: Settings, task: str, body: str) -> dict:
 
 def call(settings: Settings, task: str, a: int = 10, b: int = 20):
     app = create_celery_app(settings, key_prefix=task_key_prefix(settings, task))  # the deployed task's keys
-    return app.send_task(f"mcp_app.{task}", kwargs={"a": a, "b": b}, queue=QUEUE).get(timeout=60)
+    queue = TaskRegistry(settings).get(task).serve_queue  # the serving version's own queue
+    return app.send_task(f"mcp_app.{task}", kwargs={"a": a, "b": b}, queue=queue).get(timeout=60)
 
 
 def test_deploy_call_redeploy_fail_undeploy(deployer: Deployer) -> None:

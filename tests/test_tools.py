@@ -29,6 +29,7 @@ EXPECTED = {
     "get_task_logs": ("A task worker's log", True, False, True, False),
     "list_task_versions": ("A task's versions", True, False, True, False),
     "rollback_task": ("Roll back", False, True, True, False),
+    "promote_task": ("Promote a release", False, True, False, False),
     "trigger_celery_task": ("Run a task and wait", False, False, False, True),
     "send_celery_task": ("Queue a task", False, False, False, True),
     "get_celery_result": ("Get a task's result", True, False, True, False),
@@ -39,9 +40,9 @@ EXPECTED = {
     "get_task_categories": ("Task categories", True, False, True, False),
 }
 MODULES = {
-    deploy_tools: list(EXPECTED)[:7],
-    task_calls: list(EXPECTED)[7:10],
-    registry_tools: list(EXPECTED)[10:],
+    deploy_tools: list(EXPECTED)[:8],
+    task_calls: list(EXPECTED)[8:11],
+    registry_tools: list(EXPECTED)[11:],
 }
 TOOLS_DIR = PROJECT_ROOT / "mcs" / "tools"
 
@@ -51,7 +52,7 @@ def services(tmp_path: Path) -> Services:
     return Services(make_settings(tmp_path))
 
 
-def test_build_server_lists_the_15_tools_in_order_with_their_annotations(services: Services) -> None:
+def test_build_server_lists_the_16_tools_in_order_with_their_annotations(services: Services) -> None:
     async def listed():
         async with Client(build_server(services=services)) as client:
             return (await client.list_tools()).tools

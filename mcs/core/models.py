@@ -44,6 +44,20 @@ class ParameterSpec(BaseModel):
         return validate_identifier(value, "parameter name")
 
 
+class CanaryInfo(BaseModel):
+    """A new version taking ``percent`` of the task's calls while the deployed one serves the rest."""
+
+    version: str
+    serve_queue: str
+    percent: int = Field(ge=1, le=99)
+    container_id: str | None = None
+    hostname: str | None = None
+    image: str | None = None
+    acl_user: str | None = None
+    started_at: datetime | None = None
+    tests_passed: int | None = None
+
+
 class DeploymentInfo(BaseModel):
     """Where and how a task's worker runs; filled by the deploy worker."""
 
@@ -68,9 +82,16 @@ class DeploymentInfo(BaseModel):
     primary: str | None = Field(None, description="the task whose folder this is (its deploy registers every task)")
     tasks: list[str] = Field(default_factory=list, description="every task of the folder, served by this worker")
     tests_passed: int | None = Field(None, description="how many test cases this version passed before serving")
+    canary: CanaryInfo | None = Field(None, description="a new version taking a share of the calls (gradual release)")
 
     def route_queue(self, queue: str) -> str:
         return self.serve_queue or queue
+
+    def route(self, queue: str, draw: float) -> tuple[str, str | None]:
+        """(queue, version) of one call; ``draw`` in [0, 1) picks the canary for its share of the calls."""
+        if self.canary is not None and draw * 100 < self.canary.percent:
+            return self.canary.serve_queue, self.canary.version
+        return self.route_queue(queue), self.version
 
 
 class TaskRecord(BaseModel):

@@ -10,6 +10,7 @@ LIST_DEPLOYMENTS = "mcs.deploy.list_deployments"
 TASK_LOGS = "mcs.deploy.task_logs"
 LIST_VERSIONS = "mcs.deploy.list_versions"
 ROLLBACK = "mcs.deploy.rollback"
+PROMOTE = "mcs.deploy.promote"
 
 # The signature covers the kind, so a message signed for one operation cannot be replayed as another.
 KINDS = {
@@ -19,6 +20,7 @@ KINDS = {
     TASK_LOGS: "logs",
     LIST_VERSIONS: "versions",
     ROLLBACK: "rollback",
+    PROMOTE: "promote",
 }
 
 ALIVE_TTL_S = 15

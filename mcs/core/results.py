@@ -119,6 +119,10 @@ class VersionInfo(BaseModel):
     tests_passed: int = 0
     tests_failed: int = 0
     can_roll_back: bool = False
+    traffic_percent: int = Field(0, description="the share of the task's calls this version takes")
+    calls: dict[str, int] | None = Field(
+        None, description="during a gradual release: the calls sent to this version, succeeded and failed"
+    )
 
 
 class VersionsResult(ToolResult):
@@ -127,6 +131,7 @@ class VersionsResult(ToolResult):
     versions: list[VersionInfo] = Field(description="newest first")
     count: int
     keep_versions: int = Field(description="how many versions are kept (MCS_KEEP_VERSIONS)")
+    canary: str | None = Field(None, description="the version of a gradual release in progress")
 
 
 class DeploymentStatus(BaseModel):

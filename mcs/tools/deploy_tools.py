@@ -43,8 +43,8 @@ def _reporter(ctx: Context) -> Callable[[str], None]:
 
 
 def register(server: MCPServer, services: Services) -> None:
-    """Add generate_startMain_code, deploy_task, undeploy_task, list_deployments, get_task_logs, list_task_versions and
-    rollback_task, in that order."""
+    """Add generate_startMain_code, deploy_task, undeploy_task, list_deployments, get_task_logs, list_task_versions,
+    rollback_task and promote_task, in that order."""
 
     def generate_startMain_code(
         task_name: TaskName,
@@ -127,6 +127,15 @@ def register(server: MCPServer, services: Services) -> None:
         sandbox: Sandbox = None,
         tests: TestCases = None,
         retry: Retry = None,
+        canary_percent: Annotated[
+            int | None,
+            Field(
+                ge=1,
+                le=99,
+                description="a gradual release: the new version takes this share of the calls while the serving "
+                "one takes the rest, until promote_task or rollback_task",
+            ),
+        ] = None,
     ) -> DeployResult:
         """Deploy a task folder as an isolated worker, test it, then register every task of the folder.
 
@@ -154,6 +163,7 @@ def register(server: MCPServer, services: Services) -> None:
             sandbox=sandbox,
             tests=tests,
             retry=retry,
+            canary_percent=canary_percent,
             on_progress=_reporter(ctx),
         )
         return DeployResult.model_validate(raw)
@@ -170,10 +180,20 @@ def register(server: MCPServer, services: Services) -> None:
         ctx: Context,
     ) -> DeployResult:
         """Serve a kept version of a task again, without a rebuild: it starts on its own queue, its test cases run
-        again, then every call goes to it and the version that served retires (its waiting calls move over)."""
+        again, then every call goes to it and the version that served retires (its waiting calls move over). During
+        a gradual release, rolling back to the serving version ends the release."""
         payload = {"task_name": validate_name(task_name), "version": check_version_ref(version)}
         raw = services.deploy_client.call(
             protocol.ROLLBACK, payload, services.settings.deploy_timeout_s, on_progress=_reporter(ctx)
+        )
+        return DeployResult.model_validate(raw)
+
+    def promote_task(task_name: TaskName, ctx: Context) -> DeployResult:
+        """End a gradual release (deploy_task with canary_percent): its version takes every call and the version
+        that served retires. list_task_versions compares the two first (calls, successes, failures)."""
+        payload = {"task_name": validate_name(task_name)}
+        raw = services.deploy_client.call(
+            protocol.PROMOTE, payload, services.settings.deploy_timeout_s, on_progress=_reporter(ctx)
         )
         return DeployResult.model_validate(raw)
 
@@ -206,3 +226,4 @@ def register(server: MCPServer, services: Services) -> None:
     add_tool(server, get_task_logs, read_only=True, idempotent=True, title="A task worker's log")
     add_tool(server, list_task_versions, read_only=True, idempotent=True, title="A task's versions")
     add_tool(server, rollback_task, read_only=False, destructive=True, idempotent=True, title="Roll back", waits=True)
+    add_tool(server, promote_task, read_only=False, destructive=True, title="Promote a release", waits=True)
