@@ -1,8 +1,8 @@
 """The life cycle with real workers, through the MCP server over stdio, on the process runtime and on Docker: a
 folder's manifest deploys with task_name and queue alone, every task of the folder answers after one deploy and goes
 with one undeploy, a version failing its test cases never serves, a redeploy's calls are each answered by exactly
-one version with none lost, versions are listed and rolled back without a build, a transient exception is retried, and a gradual release
-splits the calls until it is promoted.
+one version with none lost, versions are listed and rolled back without a build, a transient exception is retried,
+and a gradual release splits the calls until it is promoted.
 """
 
 from __future__ import annotations
