@@ -55,6 +55,10 @@ class TaskCredentials:
         for name in names:
             self._delete(name)
 
+    def others(self, task_name: str, keep: str | None) -> list[str]:
+        """The users of ``task_name`` other than ``keep`` (those of the versions that served before it)."""
+        return [n for n in users_of_task(self._known(), task_name) if n != keep]
+
     def retire_others(self, task_name: str, keep: str | None) -> list[str]:
         """Remove every user of ``task_name`` but ``keep`` (the previous versions' users); their names."""
         old = [n for n in users_of_task(self._known(), task_name) if n != keep]

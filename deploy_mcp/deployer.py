@@ -17,9 +17,11 @@ deployment serving; the error says which step failed and carries the tail of the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import shutil
+import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -61,6 +63,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Deployer", "Probe", "registered_tasks"]
 
+DRAIN_GRACE_S = 5  # beyond the task time limit, for a retiring worker's warm shutdown
+
 
 class Deployer(DeploymentQueries, Releases):
     def __init__(
@@ -84,6 +88,8 @@ class Deployer(DeploymentQueries, Releases):
         self.credentials = credentials or TaskCredentials(settings, AclUsers(settings, registry.client))
         self.history = VersionHistory(settings, registry.client)
         self.issued = IssuedTasks(settings, registry.client)
+        #: How the previous version's retirement runs once a new one serves: in a thread (tests: at once).
+        self.run_later: Callable[[Callable[[], None]], None] = self._in_thread
         self.caller = caller or celery_case_caller(PrefixedApps(settings))
         # Who holds this deployer's locks, and how to tell that another holder died (its locks are then free).
         self.holder = {"holder": holder, "holder_alive": holder_alive} if holder else {}
@@ -199,23 +205,54 @@ class Deployer(DeploymentQueries, Releases):
             artifact_made = None if live.rollback else artifact
             self._discard(handle, artifact_made, live.fresh_folder, current, user)
             raise error from None
-        say("retiring the previous worker")
-        warnings: list[str] = []
-        with timings.step("retire"):
-            # The new version serves and is registered: a failure from here on is a warning, not a failure.
-            for step in (
-                lambda: self._retire(task, keep=handle, old=current, serve_queue=serve_queue),
-                lambda: self.credentials.retire_others(task, keep=user.username if user else None),
-                lambda: self._prune(task, queue, version),
-            ):
-                try:
-                    step()
-                except Exception as exc:
-                    log.exception("after deploying %s", task)
-                    warnings.append(f"cleanup of older versions incomplete: {type(exc).__name__}: {exc}")
+        # From here every call goes to the new version. The previous one retires off the deploy's path: it finishes
+        # the calls it took while the deploy answers; a failure while it drains is in list_deployments.
+        self._retire_later(task, queue, keep=handle, keep_user=user.username if user else None, old=current)
         timings.total()
-        result = self._result(records, handle, version, False, live.source, timings, what, plan, run)
-        return result.model_copy(update={"warnings": [*result.warnings, *warnings]})
+        return self._result(records, handle, version, False, live.source, timings, what, plan, run)
+
+    def _retire_later(
+        self, task: str, queue: str, keep: WorkerHandle, keep_user: str | None, old: TaskRecord | None
+    ) -> None:
+        """Retire, in the background, exactly what served before ``keep`` (its workers, their Redis users): what
+        the next deploy starts is never touched by this one's retirement, however late it runs."""
+        handles = [h for h in self.runtime.workers(task) if h.id != keep.id]
+        users = self.credentials.others(task, keep=keep_user)
+        draining = [e.version for e in self.history.list(task) if e.status == "serving" and e.version != keep.version]
+        for version in draining:
+            self.history.set_status(task, version, "draining")
+        self.run_later(lambda: self._drain(task, queue, handles, users, old, draining))
+
+    def _drain(
+        self,
+        task: str,
+        queue: str,
+        handles: list[WorkerHandle],
+        users: list[str],
+        old: TaskRecord | None,
+        draining: list[str],
+    ) -> None:
+        """Stop the previous version's workers (each finishes the calls it took), move what still waited for them
+        to the version serving now, drop their Redis users, prune old versions. A failure is recorded on the
+        versions concerned (``drain_failed`` with the error), never lost."""
+        try:
+            self._retire(task, handles, old)
+            self.credentials.drop(*users)
+            for version in draining:
+                entry = self.history.get(task, version)
+                if entry is not None and entry.status == "draining":  # not rolled back to meanwhile
+                    self.history.set_status(task, version, "kept")
+            self._prune(task, queue)
+        except Exception as exc:
+            log.exception("retiring the previous version of %s", task)
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            for version in draining:
+                with contextlib.suppress(Exception):
+                    self.history.set_status(task, version, "drain_failed", drain_error=error)
+
+    @staticmethod
+    def _in_thread(action: Callable[[], None]) -> None:
+        threading.Thread(target=action, name="mcs-drain", daemon=True).start()
 
     def _plan(self, request: dict[str, Any], files: list[BundleFile]) -> DeployPlan:
         """The deploy's tasks, tests and choices: the request over the folder's manifest (when it has one)."""
@@ -430,19 +467,22 @@ class Deployer(DeploymentQueries, Releases):
                 self.registry.remove(name)
         return records
 
-    def _retire(self, task: str, keep: WorkerHandle, old: TaskRecord | None, serve_queue: str) -> None:
-        """Stop the previous version's workers (each finishes the calls it took), then move what still waits on
-        their queues, or was taken and not acknowledged, to the new version's queue: no call is lost."""
-        for handle in self.runtime.workers(task):
-            if handle.id != keep.id:
-                self.runtime.remove(handle)
-        prefix = task_key_prefix(self.settings, task)
-        stale = self._retired_queues(task, keep.queue, serve_queue, old)
-        moved = sum(move_queue(self.settings, prefix, q, serve_queue, self.broker) for q in stale)
-        moved += len(requeue_unacked(self.settings, prefix, self.broker, queues=stale, to_queue=serve_queue))
-        if moved:
-            log.info("moved %d call(s) of %s's previous version to version queue %s", moved, task, serve_queue)
-        if old is not None and old.queue != keep.queue:  # the task moved queues: its old folders go too
+    def _retire(self, task: str, handles: list[WorkerHandle], old: TaskRecord | None) -> None:
+        """Stop ``handles`` (warm: each finishes the calls it took), then move what still waits on retired queues,
+        or was taken by these workers and not acknowledged, to the queue of the version serving now."""
+        for handle in handles:  # a call may run up to the task time limit: the drain waits for it
+            self.runtime.remove(handle, drain_s=self.settings.task_time_limit_s + DRAIN_GRACE_S)
+        current = self.registry.find(task)
+        if current is None or current.deployment is None:
+            return  # undeployed meanwhile: its queues went with it
+        serving, prefix = current.serve_queue, current.key_prefix
+        stale = self._retired_queues(task, current.queue, serving, old)
+        moved = sum(move_queue(self.settings, prefix, q, serving, self.broker) for q in stale)
+        stopped = {version_queue(h.queue, h.version) for h in handles} | ({old.queue} if old else set())
+        given = requeue_unacked(self.settings, prefix, self.broker, queues=stopped - {serving}, to_queue=serving)
+        if moved or given:
+            log.info("moved %d call(s) of %s's previous version to %s", moved + len(given), task, serving)
+        if old is not None and old.queue != current.queue:  # the task moved queues: its old folders go too
             self.folders.remove_versions(old.name, old.queue, keep=None)
 
     def _retired_queues(self, task: str, queue: str, serve_queue: str, old: TaskRecord | None) -> set[str]:
@@ -455,17 +495,22 @@ class Deployer(DeploymentQueries, Releases):
         canary = current.deployment.canary if current and current.deployment else None
         return queues - {serve_queue, canary.serve_queue if canary else None}
 
-    def _prune(self, task: str, queue: str, version: str) -> None:
-        """Keep ``keep_versions`` versions (folder, artefact and history entry); forget what is gone."""
-        self.folders.prune(task, queue, version)
+    def _prune(self, task: str, queue: str) -> None:
+        """Keep ``keep_versions`` versions (folder, artefact and history entry) besides the serving one and a
+        gradual release's; forget what is gone."""
+        current = self.registry.find(task)
+        dep = current.deployment if current else None
+        if dep is None or dep.version is None or current.queue != queue:
+            return
+        live = {dep.version, dep.canary.version if dep.canary else None}
+        self.folders.prune(task, queue, dep.version, also_keep=live)
         for entry in self.history.list(task):
-            if entry.version == version:
+            if entry.version in live or entry.status in ("draining", "drain_failed", "refused"):
                 continue
-            kept = (self.folders.task_dir(task, queue) / entry.version).is_dir()
-            if entry.status == "serving":
-                self.history.set_status(task, entry.version, "kept" if kept else "removed")
-            elif entry.status == "kept" and not kept:
+            if not (self.folders.task_dir(task, queue) / entry.version).is_dir():
                 self.history.remove(task, entry.version)
+            elif entry.status == "serving":
+                self.history.set_status(task, entry.version, "kept")
         refused = [e for e in self.history.list(task) if e.status == "refused"]
         for entry in refused[self.settings.keep_versions :]:
             self.history.remove(task, entry.version)

@@ -179,12 +179,13 @@ class ProcessRuntime:
             return ""
         return "\n".join(text.splitlines()[-tail_lines:])[-MAX_LOG_CHARS:]
 
-    def remove(self, handle: WorkerHandle) -> None:
+    def remove(self, handle: WorkerHandle, drain_s: float | None = None) -> None:
         record = self._record(handle)
         if record is None:
             return
         pid = record["pid"]
-        stop_group(pid, record["started"], STOP_TIMEOUT_S, self._children.pop(pid, None))
+        timeout = drain_s or STOP_TIMEOUT_S
+        stop_group(pid, record["started"], timeout, self._children.pop(pid, None), leader_only=True)
         self._record_path(handle).unlink(missing_ok=True)
         Path(record["log"]).unlink(missing_ok=True)
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from deploy_mcp.confinement import deployment_warnings
 from mcs.core.errors import Conflict, InvalidInput, NotFound
 from mcs.core.names import validate_name
-from mcs.core.results import DeploymentStatus, TaskLogsResult, UndeployResult
+from mcs.core.results import DeploymentStatus, RetiringVersion, TaskLogsResult, UndeployResult
 from Redis.broker import purge_queue
 
 if TYPE_CHECKING:
@@ -115,6 +115,12 @@ class DeploymentQueries:
                     warnings=deployment_warnings(dep),
                     tasks=dep.tasks or [record.name],
                     tests_passed=dep.tests_passed,
+                    canary=dep.canary.version if dep.canary else None,
+                    retiring=[
+                        RetiringVersion(version=e.version, status=e.status, error=getattr(e, "drain_error", None))
+                        for e in self.history.list(record.name)
+                        if e.status in ("draining", "drain_failed")
+                    ],
                 )
             )
         return result

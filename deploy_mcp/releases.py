@@ -37,7 +37,7 @@ class Releases:
                 tests_total=e.tests.total if e.tests else 0,
                 tests_passed=e.tests.passed if e.tests else 0,
                 tests_failed=e.tests.failed if e.tests else 0,
-                can_roll_back=e.version != serving and e.status == "kept",
+                can_roll_back=e.version != serving and e.status in ("kept", "draining"),
                 traffic_percent=share.get(e.version, 0),
                 calls=calls.get(e.version),
             )
@@ -79,7 +79,7 @@ class Releases:
                     return self._result([current], handle, entry.version, True, dep.dockerfile or "rendered",
                                         timings, "already serves this version", plan)  # fmt: skip
             folder = self.folders.task_dir(record.name, record.queue) / entry.version
-            if entry.status != "kept" or not folder.is_dir():
+            if entry.status not in ("kept", "draining") or not folder.is_dir():
                 raise Conflict(
                     f"version {entry.version[:12]} of {record.name!r} is {entry.status}, not kept: only kept versions "
                     "can be rolled back to (list_task_versions); deploy its files again instead",
@@ -189,11 +189,8 @@ class Releases:
             records = self._register_all(plan, promoted, current)
             self.history.set_status(record.name, canary.version, "serving")
             handle = next(h for h in self.runtime.workers(record.name) if h.id == canary.container_id)
-            say(f"retiring version {(dep.version or '')[:12]}")
-            with timings.step("retire"):
-                self._retire(record.name, keep=handle, old=current, serve_queue=canary.serve_queue)
-                self.credentials.retire_others(record.name, keep=canary.acl_user)
-                self._prune(record.name, record.queue, canary.version)
+            say(f"retiring version {(dep.version or '')[:12]} (in the background)")
+            self._retire_later(record.name, record.queue, keep=handle, keep_user=canary.acl_user, old=current)
             timings.total()
             return self._result(records, handle, canary.version, False, dep.dockerfile or "rendered", timings,
                                 f"promoted from {(dep.version or '')[:12]}", plan)  # fmt: skip

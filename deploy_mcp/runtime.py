@@ -119,8 +119,9 @@ class WorkerRuntime(Protocol):
 
     def logs(self, handle: WorkerHandle, tail_lines: int = 100) -> str: ...
 
-    def remove(self, handle: WorkerHandle) -> None:
-        """Stop and remove the worker; no error when it is already gone."""
+    def remove(self, handle: WorkerHandle, drain_s: float | None = None) -> None:
+        """Stop and remove the worker; no error when it is already gone. ``drain_s``: how long a warm shutdown
+        may take (the worker finishes the calls it took) before it is killed; default a few seconds."""
         ...
 
     def artifact_ref(self, task_name: str, version: str) -> str:

@@ -50,10 +50,11 @@ class VersionFolders:
                 if leftover.stat().st_mtime < cutoff:
                     shutil.rmtree(leftover, ignore_errors=True)
 
-    def prune(self, task: str, queue: str, keep: str) -> None:
+    def prune(self, task: str, queue: str, keep: str, also_keep: set[str | None] = frozenset()) -> None:
+        """Keep ``keep`` (serving), ``also_keep`` (a gradual release's) and the newest others up to keep_versions."""
         task_dir = self.task_dir(task, queue)
         versions = sorted(
-            (p for p in task_dir.iterdir() if p.is_dir() and p.name != keep),
+            (p for p in task_dir.iterdir() if p.is_dir() and p.name != keep and p.name not in also_keep),
             key=lambda p: p.stat().st_mtime,
             reverse=True,
         )

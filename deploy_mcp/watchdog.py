@@ -76,7 +76,12 @@ def sweep_unregistered(deployer: Deployer) -> list[str]:
                         deployer.runtime.remove(handle)
                         removed.append(handle.name)
                 if dep is not None:
-                    deployer.credentials.retire_others(task, keep=dep.acl_user)
+                    canary_user = dep.canary.acl_user if dep.canary else None
+                    deployer.credentials.drop(*(u for u in deployer.credentials.others(task, dep.acl_user)
+                                                if u != canary_user))  # fmt: skip
+                    for entry in deployer.history.list(task):
+                        if entry.status == "draining":  # its deploy worker died before it finished retiring it
+                            deployer.history.set_status(task, entry.version, "kept")
                     removed += deployer.folders.remove_unregistered(task, record.queue, dep.version)
         except Conflict:
             continue
@@ -134,7 +139,12 @@ def _replace(deployer: Deployer, stale: TaskRecord, handle) -> bool:
         return False
     dep = record.deployment
     lost_at = time.time()
-    given_back = requeue_unacked(deployer.settings, dep.key_prefix, deployer.broker, to_queue=dep.serve_queue)
+    # Not the calls a retiring version is still finishing: its worker lives (it took them, it acknowledges them).
+    draining = {e.serve_queue for e in deployer.history.list(record.name) if e.status == "draining"}
+    mine = {dep.serve_queue, *deployer._retired_queues(record.name, record.queue, dep.serve_queue, None)} - draining
+    given_back = requeue_unacked(
+        deployer.settings, dep.key_prefix, deployer.broker, queues=mine, to_queue=dep.serve_queue
+    )
     issued = IssuedTasks(deployer.settings, deployer.registry.client)
     for task_id in given_back:
         issued.mark_lost(task_id, lost_at)

@@ -57,7 +57,7 @@ class FakeRuntime:
     def logs(self, handle: WorkerHandle, tail_lines: int = 100) -> str:
         return "ImportError: No module named 'nope'\n" if self.crash_on_start else "celery@x ready.\n"
 
-    def remove(self, handle: WorkerHandle) -> None:
+    def remove(self, handle: WorkerHandle, drain_s: float | None = None) -> None:
         self.running.pop(handle.id, None)
 
     def remove_artifact(self, artifact_ref: str) -> None:

@@ -36,6 +36,7 @@ class Env:
         self.deployer = Deployer(
             self.settings, self.registry, self.runtime, self.probe, broker=self.broker, caller=self.call
         )
+        self.deployer.run_later = lambda action: action()  # the previous version retires before deploy returns
         self.folder = self.settings.generated_tasks_dir / "simple_add_test_queue"
         self.folder.mkdir(parents=True)
         self.write("app_test_queue.py", APP)

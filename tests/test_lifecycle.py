@@ -240,3 +240,52 @@ def test_a_gradual_release_needs_the_same_tasks_and_parameters(env: Env) -> None
     env.write(MANIFEST_FILE, manifest({**ADD, "parameters": [{"name": "b", "type": "int"}]}))
     with pytest.raises(Conflict, match="same tasks with the same parameters"):
         env.deployer.deploy(bare(env, canary_percent=10))
+
+
+def test_the_previous_version_retires_after_the_deploy_answers(env: Env) -> None:
+    later: list = []
+    env.deployer.run_later = later.append  # what the deploy leaves to the background
+    first = env.deployer.deploy(bare(env))
+    env.write("app_test_queue.py", APP + "# v2\n")
+    second = env.deployer.deploy(bare(env))
+    assert env.registry.get("simple_add").deployment.version == second.version  # the new version serves
+    assert set(env.runtime.running) == {first.container_id, second.container_id}  # the old one still finishes
+    [status] = env.deployer.deployments()
+    assert [(r.version, r.status) for r in status.retiring] == [(first.version, "draining")]
+    for action in later:
+        action()
+    assert list(env.runtime.running) == [second.container_id]
+    assert env.deployer.deployments()[0].retiring == []
+    assert {v.version: v.status for v in env.deployer.versions("simple_add").versions}[first.version] == "kept"
+
+
+def test_a_failure_while_retiring_is_reported_not_lost(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = env.deployer.deploy(bare(env))
+    env.write("app_test_queue.py", APP + "# v2\n")
+
+    def stuck(handle, drain_s=None) -> None:
+        raise DeployError("the daemon did not stop the container", step="retire")
+
+    monkeypatch.setattr(env.runtime, "remove", stuck)
+    second = env.deployer.deploy(bare(env))
+    assert second.worker_status == "RUNNING"
+    [status] = env.deployer.deployments()
+    [retiring] = status.retiring
+    assert retiring.version == first.version and retiring.status == "drain_failed"
+    assert "did not stop the container" in retiring.error
+
+
+def test_a_late_retirement_never_touches_what_a_later_deploy_started(env: Env) -> None:
+    later: list = []
+    env.deployer.run_later = later.append
+    env.deployer.deploy(bare(env))
+    for n in (2, 3):
+        env.write("app_test_queue.py", APP + f"# v{n}\n")
+        last = env.deployer.deploy(bare(env))
+    for action in reversed(later):  # the first deploy's retirement runs last
+        action()
+    assert list(env.runtime.running) == [last.container_id]
+    record = env.registry.get("simple_add")
+    assert record.deployment.version == last.version
+    assert record.deployment.acl_user is None or record.deployment.acl_user in env.deployer.credentials._known()
+    assert {v.version: v.status for v in env.deployer.versions("simple_add").versions}[last.version] == "serving"

@@ -43,20 +43,26 @@ def is_running(pid: int, started: int | None, child: subprocess.Popen | None = N
 
 
 def stop_group(
-    pid: int, started: int | None = None, timeout_s: float = 30.0, child: subprocess.Popen | None = None
+    pid: int,
+    started: int | None = None,
+    timeout_s: float = 30.0,
+    child: subprocess.Popen | None = None,
+    leader_only: bool = False,
 ) -> bool:
-    """SIGTERM the process group ``pid`` leads, SIGKILL after ``timeout_s``; False when it was not running."""
+    """SIGTERM the process group ``pid`` leads, SIGKILL after ``timeout_s``; False when it was not running.
+    ``leader_only``: SIGTERM the leader alone (a Celery worker's warm shutdown: its pool processes finish the calls
+    they run), as ``docker stop`` does; whatever of the group is left is killed once the leader is gone."""
     if not is_running(pid, started, child):
         if child is not None:
             child.wait()
         return False
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
+        (os.kill if leader_only else os.killpg)(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while is_running(pid, started, child) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if is_running(pid, started, child):
-        with contextlib.suppress(ProcessLookupError):
+    if is_running(pid, started, child) or leader_only:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
     if child is not None:
         try:

@@ -134,6 +134,12 @@ class VersionsResult(ToolResult):
     canary: str | None = Field(None, description="the version of a gradual release in progress")
 
 
+class RetiringVersion(BaseModel):
+    version: str
+    status: str = Field(description="draining (finishing the calls it took) or drain_failed")
+    error: str | None = Field(None, description="why retiring it failed (its worker may still run)")
+
+
 class DeploymentStatus(BaseModel):
     task_name: str
     queue: str
@@ -149,6 +155,10 @@ class DeploymentStatus(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     tasks: list[str] = Field(default_factory=list, description="every task the folder's worker serves")
     tests_passed: int | None = None
+    canary: str | None = Field(None, description="the version of a gradual release in progress")
+    retiring: list[RetiringVersion] = Field(
+        default_factory=list, description="previous versions still finishing their calls, or that failed to retire"
+    )
 
 
 class DeploymentsResult(ToolResult):
