@@ -150,8 +150,10 @@ def test_deploy_call_redeploy_fail_undeploy(deploy_settings: Settings, deploy_wo
     changed = ok(changed)
     assert changed["version"] != first["version"] and changed["container_id"] != first["container_id"]
     assert ok(called)["result"] == 1030
-    with pytest.raises(docker.errors.NotFound):
-        docker_client.containers.get(first["container_id"])
+    deadline = time.monotonic() + 60  # the previous worker retires in the background, after the deploy answered
+    while any(c.id == first["container_id"] for c in docker_client.containers.list(all=True)):
+        assert time.monotonic() < deadline, "the previous worker was not retired"
+        time.sleep(0.2)
 
     # Code that fails to import: the worker cannot start, so the deploy must fail and the old one keep serving.
     folder = s.generated_tasks_dir / f"{TASK}_{QUEUE}"
