@@ -17,8 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mcs.core.errors import InvalidInput
 from mcs.core.lifecycle import MAX_TEST_CASES, RetryPolicy, TestCase
-from mcs.core.models import MAX_PARAMETERS, ParameterSpec, TaskRecord, check_task_record, parse_model
-from mcs.core.types import MAX_TYPE_CHARS
+from mcs.core.models import TaskMetadata, TaskRecord, check_task_record, parse_model
 
 MANIFEST_FILE = "mcs.json"
 MANIFEST_VERSION = 1
@@ -26,15 +25,9 @@ MAX_FOLDER_TASKS = 32
 MAX_MANIFEST_BYTES = 256 * 1024
 
 
-class ManifestTask(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ManifestTask(TaskMetadata):
+    """One task of the folder: its metadata and the test cases that gate each deploy of it."""
 
-    name: str
-    description: str = ""
-    parameters: list[ParameterSpec] = Field(default_factory=list, max_length=MAX_PARAMETERS)
-    return_type: str = Field("Any", min_length=1, max_length=MAX_TYPE_CHARS)
-    category: str = "general"
-    retry: RetryPolicy | None = None
     tests: list[TestCase] = Field(default_factory=list, max_length=MAX_TEST_CASES)
 
 

@@ -94,8 +94,8 @@ class DeploymentInfo(BaseModel):
         return self.route_queue(queue), self.version
 
 
-class TaskRecord(BaseModel):
-    """What the registry knows of one task. Timestamps are UTC."""
+class TaskMetadata(BaseModel):
+    """A task as its author describes it: in the registry (TaskRecord) and in a folder's manifest."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -104,10 +104,15 @@ class TaskRecord(BaseModel):
     parameters: list[ParameterSpec] = Field(default_factory=list, max_length=MAX_PARAMETERS)
     return_type: str = Field("Any", min_length=1, max_length=MAX_TYPE_CHARS)
     category: str = "general"
+    retry: RetryPolicy | None = Field(None, description="which exceptions are tried again, how often, how soon")
+
+
+class TaskRecord(TaskMetadata):
+    """What the registry knows of one task. Timestamps are UTC."""
+
     queue: str = "celery"
     created_at: datetime = Field(default_factory=utc_now)
     last_updated: datetime = Field(default_factory=utc_now)
-    retry: RetryPolicy | None = Field(None, description="which exceptions are tried again, how often, how soon")
     deployment: DeploymentInfo | None = None
 
     @field_validator("name")

@@ -36,6 +36,13 @@ BASE_IMAGE_PACKAGES = frozenset({"celery", "kombu", "billiard", "vine", "amqp", 
 #: Modules the worker itself imports: a helper module of the same name next to the app would shadow them.
 WORKER_MODULES = BASE_IMAGE_PACKAGES | frozenset({"click", "dateutil", "tzdata", "sitecustomize", "usercustomize"})
 
+#: The build argument that names a task's dependency image (its requirements installed on the base image); a
+#: Dockerfile declaring ``ARG MCS_DEPS_IMAGE`` builds FROM it (see :func:`render_dockerfile`).
+DEPS_ARG = "MCS_DEPS_IMAGE"
+#: Where the wheelhouse sits while the dependency image's install runs (deleted by that same step).
+DEPS_WHEELHOUSE = "/mcs-wheelhouse"
+_DEPS_ARG_LINE = re.compile(rf"^\s*ARG\s+{DEPS_ARG}(=\S*)?\s*$", re.IGNORECASE | re.MULTILINE)
+
 IMAGE_RULE = "an image reference of ASCII letters, digits and . _ / : @ - (e.g. 'mcs-base:bookworm-py311')"
 _IMAGE_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")
 
@@ -65,22 +72,55 @@ def worker_command(queue: str, hostname: str | None = None, serve_queue: str | N
     return [*command, "--hostname", hostname] if hostname else command
 
 
+def deps_install_argv(wheelhouse: str = DEPS_WHEELHOUSE) -> list[str]:
+    """pip's command line that installs a task's requirements into the venv, offline, from ``wheelhouse`` (which
+    holds ``requirements.txt`` and the wheels it resolved to for the base image's interpreter), without pip's cache.
+    Part of the recipe: it is named in the rendered Dockerfile (so in the version) and in the dependency image's key.
+    """
+    return [
+        f"{VENV_DIR}/bin/pip", "install", "--no-index", "--no-cache-dir", "--disable-pip-version-check", "--no-input",
+        "--find-links", wheelhouse, "-r", f"{wheelhouse}/requirements.txt",
+    ]  # fmt: skip
+
+
+def uses_deps_image(dockerfile: str) -> bool:
+    """Whether a Dockerfile declares ``ARG MCS_DEPS_IMAGE``: the deploy worker then gives it the task's dependency
+    image (or the base image, without requirements) and no ``wheelhouse/`` in its build context."""
+    return bool(_DEPS_ARG_LINE.search(dockerfile))
+
+
 def render_dockerfile(settings: Settings, queue: str, has_requirements: bool) -> str:
     """The build recipe of a task folder: the code generator writes it for review, the deploy worker builds it.
 
-    With requirements, the build context must hold ``wheelhouse/`` with their wheels: they are installed offline
-    (``--no-index``), without pip's cache, and the wheelhouse is removed from the image's file system.
+    Without requirements the image starts FROM the base image; with them, FROM the dependency image the deploy
+    worker makes once per requirement set and base image (``ARG MCS_DEPS_IMAGE``, :mod:`deploy_mcp.docker.deps`):
+    the requirements are installed there, offline, by :func:`deps_install_argv`, and no layer of either image holds
+    the wheelhouse. What does not depend on the task's files comes before they are copied, so Docker's layer cache
+    serves it to every later build of the queue.
     """
     validate_queue(queue, "queue")
     image = settings.worker_base_image
     if not isinstance(image, str) or not _IMAGE_REF.fullmatch(image):
         raise InvalidInput("worker_base_image", image, IMAGE_RULE)
-    pip = [f"{VENV_DIR}/bin/pip", "install", "--no-index", "--no-cache-dir", "--find-links", f"{WORKDIR}/wheelhouse"]
-    pip += ["-r", f"{WORKDIR}/requirements.txt"]
+    if has_requirements:
+        from_lines = _DEPS_FROM.substitute(base_image=image, install=json.dumps(deps_install_argv()), arg=DEPS_ARG)
+    else:
+        from_lines = f"# No requirements: the base image itself.\nFROM {image}"
     return load_template("Dockerfile.tmpl").substitute(
-        queue=queue,
-        base_image=image,
-        wheelhouse_note=", plus wheelhouse/ (the wheels of requirements.txt)" if has_requirements else "",
-        install_step="RUN " + json.dumps(pip) if has_requirements else "# No requirements to install.",
-        command=json.dumps(worker_command(queue)),
+        queue=queue, from_lines=from_lines, command=json.dumps(worker_command(queue))
     )
+
+
+_DEPS_FROM = string.Template(
+    """\
+# The requirements (requirements.txt) are installed in an image of their own, which the deploy worker makes once
+# per requirement set and passes as --build-arg ${arg}=mcs-deps:<key>: ${base_image} plus
+#   ${install}
+# run offline, as root, on the wheelhouse the requirements resolved to for the base image's interpreter, which
+# that same step deletes, so that no layer holds a wheel. <key> hashes the base image's id, the resolved wheels
+# and that command; the image carries the labels mcs.managed=1 and mcs.deps=1. Every task with the same
+# requirement set builds on it, and a change of the task's files installs nothing. A build by hand needs such
+# an image (without ${arg}, the build stops at FROM).
+ARG ${arg}
+FROM $${${arg}}"""
+)
