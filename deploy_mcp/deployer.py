@@ -566,7 +566,6 @@ class Deployer(DeploymentQueries, Releases):
             sandbox=dep.sandbox,
             timings_ms=timings.ms,
             warnings=deployment_warnings(dep),
-            task=record,
             tasks=names,
             sources=plan.sources,
             tests=run,

@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from mcs.codegen_files import check_additional_files
 from mcs.codegen_render import (
@@ -65,7 +65,9 @@ class GeneratedTask(BaseModel):
     folder: str
     files: list[str]
     main_file: str
-    main_content: str
+    main_content: str = Field(
+        description="the generated task functions (show=tasks), the whole app file (show=full), or empty (none)"
+    )
     manifest: str
     tasks: list[str]
     requirements: list[str]
@@ -93,6 +95,7 @@ def generate_task_folder(
     retry: dict[str, Any] | None = None,
     network: str | None = None,
     sandbox: str | None = None,
+    show: str = "tasks",
 ) -> GeneratedTask:
     """Validate, render and compile-check the folder, then write it atomically to ``{task_name}_{queue}``.
 
@@ -100,11 +103,16 @@ def generate_task_folder(
     test case naming ``task`` checks that task of the folder instead. They and the deploy choices ``network`` and
     ``sandbox`` go into the manifest ``mcs.json``; the retry policies also into the worker's task classes.
 
+    ``show``: what ``main_content`` holds: ``tasks`` (the task functions as generated: decorator, signature,
+    docstring, body; the Celery boilerplate above them is MCS's own), ``full`` (the whole app file) or ``none``.
+
     Raises InvalidInput (which field, which value, what is accepted; a syntax error names the file and line) or
     Conflict (the folder exists and ``overwrite`` is false). Nothing is written when anything is refused.
     """
     if not isinstance(overwrite, bool):
         raise InvalidInput("overwrite", overwrite, "true or false")
+    if show not in SHOW:
+        raise InvalidInput("show", show, "tasks (the task functions), full (the whole app file) or none")
     queue = validate_queue(queue, "queue")
     main = check_task("", task_name, description, parameters, function_body, return_type, category, retry, tests)
     plans = [main, *check_extra_tasks(tasks)]
@@ -149,7 +157,7 @@ def generate_task_folder(
         folder=str(folder),
         files=sorted(files),
         main_file=main_file,
-        main_content=main_content,
+        main_content=_shown(main_content, show),
         manifest=MANIFEST_FILE,
         tasks=names,
         requirements=pinned,
@@ -162,6 +170,18 @@ def generate_task_folder(
             f"it with deploy_task(task_name={main.name!r}, queue={queue!r}): {MANIFEST_FILE} supplies the rest."
         ),
     )
+
+
+SHOW = ("tasks", "full", "none")
+TASKS_START = "\n@celery_app.task("  # the first task block: everything above it is the template's
+
+
+def _shown(source: str, show: str) -> str:
+    if show == "full":
+        return source
+    if show == "none":
+        return ""
+    return source[source.index(TASKS_START) + 1 :]
 
 
 def _refuse_duplicate_names(plans: list[TaskPlan]) -> None:
@@ -182,14 +202,14 @@ def _next_steps(task_name: str, queue: str, folder: Path, names: list[str], case
         "takes calls"
     )
     return [
-        f"Review main_content ({main_file_name(queue)}) and refine the files in {folder} if needed: keep the task "
-        "names and the queue, pin new requirements (name==version) in requirements.txt, leave Dockerfile as it is. "
-        f"{MANIFEST_FILE} holds what the deploy registers and checks.",
+        f"Review main_content (the task functions of {main_file_name(queue)}) and refine the files in {folder} if "
+        "needed: keep the task names and the queue, pin new requirements (name==version) in requirements.txt, "
+        f"leave Dockerfile as it is. {MANIFEST_FILE} holds what the deploy registers and checks.",
         f"Deploy: deploy_task(task_name={task_name!r}, queue={queue!r}). The folder's {MANIFEST_FILE} supplies the "
         "description, parameters, return type, category, retry policy and test cases (an argument given to "
         f"deploy_task overrides it); {checked}."
         + ("" if one else f" That one deploy registers every task of the folder: {', '.join(map(repr, names))}."),
-        f"Test: trigger_celery_task(task_name={task_name!r}, kwargs={{...}}, queue={queue!r}) and check the result.",
+        f"Test: trigger_celery_task(task_name={task_name!r}, kwargs={{...}}) and check the result.",
         f"Once deployed, {'the task is' if one else 'the tasks are'} registered: any agent finds "
         f"{'it' if one else 'them'} with get_available_tasks and calls {'it' if one else 'them'} with "
         "trigger_celery_task or send_celery_task.",

@@ -88,7 +88,8 @@ def test_simple_task_folder_layout_and_result(s: Settings) -> None:
     assert result.files == ["Dockerfile", "README.md", "app_math.py", "mcs.json", "requirements.txt"]
     assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == result.files
     assert result.main_file == "app_math.py"
-    assert result.main_content == (folder / "app_math.py").read_text()
+    assert (folder / "app_math.py").read_text().endswith(result.main_content)  # the task functions, by default
+    assert result.main_content.startswith("@celery_app.task(")
     assert (folder / "requirements.txt").read_text() == ""
     assert result.success and result.tasks == ["add_numbers"] and not result.replaced
     assert result.manifest == "mcs.json"
@@ -128,7 +129,7 @@ def test_redis_password_read_from_environment_and_percent_encoded(tmp_path: Path
     result = gen(settings)
     for path in result.files:
         assert "s3cret-in-settings" not in (Path(result.folder) / path).read_text()
-    assert 'REDIS_PASSWORD")' in result.main_content  # read without any default value
+    assert 'REDIS_PASSWORD")' in app_file(result)  # read without any default value
     monkeypatch.setenv("REDIS_PASSWORD", "p/@:%#w")
     monkeypatch.setenv("REDIS_BROKER_DB", "3")
     app = load_app(result).celery_app
@@ -154,7 +155,7 @@ def test_signature_orders_required_first_with_defaults_and_type_hints(s: Setting
         "def search(query: str, filters: dict[str, Any] | None, limit: int = 10, tags: Optional[list[str]] = None, "
         "mode: Literal['fast', 'exact'] = 'fast', options: Dict[str, int] = {'depth': 2}) -> List[Any]:"
     ) in result.main_content
-    assert "from typing import Any, Dict, List, Literal, Optional\n" in result.main_content
+    assert "from typing import Any, Dict, List, Literal, Optional\n" in app_file(result)
     module = load_app(result)
     signature = inspect.signature(module.search.run)
     assert list(signature.parameters) == ["query", "filters", "limit", "tags", "mode", "options"]
@@ -231,7 +232,8 @@ def test_requirements_are_written_one_a_line(s: Settings) -> None:
         "requests==2.32.3\nPyYAML==6.0.1\nrequests-toolbelt[x]==1.0.0\n"
     )
     assert result.requirements == ["requests==2.32.3", "PyYAML==6.0.1", "requests-toolbelt[x]==1.0.0"]
-    assert "/app/wheelhouse" in (Path(result.folder) / "Dockerfile").read_text()
+    dockerfile = (Path(result.folder) / "Dockerfile").read_text()
+    assert "ARG MCS_DEPS_IMAGE\nFROM ${MCS_DEPS_IMAGE}\n" in dockerfile and "/app/wheelhouse" not in dockerfile
 
 
 def test_chinese_description_stays_readable(s: Settings, load_app) -> None:
@@ -252,7 +254,7 @@ def test_descriptions_cannot_inject_code(s: Settings, load_app) -> None:
         parameters=[{"name": "a", "type": "int", "description": EVIL}, {"name": "b", "type": "int"}],
         tasks=[{"task_name": "other", "description": EVIL, "function_body": "return 1"}],
     )
-    tree = ast.parse(result.main_content)
+    tree = ast.parse(app_file(result))
     calls = [ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)]
     assert not any("system" in call for call in calls)
     imports = [ast.unparse(n) for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
@@ -545,7 +547,7 @@ def test_failed_swap_keeps_the_old_folder(s: Settings, monkeypatch: pytest.Monke
     with pytest.raises(OSError):
         gen(s, function_body="return a - b", overwrite=True)
     assert entries(s) == ["add_numbers_math"]
-    assert (Path(first.folder) / "app_math.py").read_text() == first.main_content
+    assert (Path(first.folder) / "app_math.py").read_text() == app_file(first)
 
 
 def test_failed_write_leaves_no_temp_folder(s: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -588,26 +590,33 @@ def test_symlink_in_place_of_the_folder_is_not_followed(s: Settings, tmp_path: P
 def test_dockerfile_without_requirements(s: Settings) -> None:
     text = render_dockerfile(s, "math", has_requirements=False)
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]
-    assert lines[:4] == ["FROM mcs-base:bookworm-py311", "USER root", "WORKDIR /app", "COPY --chown=0:0 . /app"]
-    assert "pip" not in text
-    assert lines.index('RUN ["chmod", "-R", "u=rwX,go=rX", "/app"]') < lines.index("USER 10001:10001")
-    command = json.loads(lines[-1].removeprefix("CMD "))
+    assert "pip" not in text and "ARG" not in text
+    # What does not depend on the task's files first (the layer cache serves it), then COPY, chmod, the user.
+    assert lines[:4] == ["FROM mcs-base:bookworm-py311", "USER root", "WORKDIR /app", lines[3]]
+    assert lines[3] == "ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1"
+    command = json.loads(lines[4].removeprefix("CMD "))
     assert command[:6] == ["celery", "-A", "app_math", "worker", "-Q", "math"]
-    assert lines[-2] == "USER 10001:10001"
+    assert lines[5:] == ["COPY --chown=0:0 . /app", 'RUN ["chmod", "-R", "u=rwX,go=rX", "/app"]', "USER 10001:10001"]
     assert not any(line.startswith("ENV") and "REDIS" in line for line in lines)
 
 
-def test_dockerfile_with_requirements_installs_offline(tmp_path: Path) -> None:
+def test_dockerfile_with_requirements_builds_on_the_dependency_image(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, worker_base_image="registry.local:5000/mcs-base:1.2", redis_password="pw-x")
-    lines = render_dockerfile(settings, "math", has_requirements=True).splitlines()
-    assert lines.count("FROM registry.local:5000/mcs-base:1.2") == 1
+    text = render_dockerfile(settings, "math", has_requirements=True)
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    # The requirements are installed in the dependency image (the build argument), never in a step of this one.
+    assert lines[:2] == ["ARG MCS_DEPS_IMAGE", "FROM ${MCS_DEPS_IMAGE}"]
+    plain = render_dockerfile(settings, "math", has_requirements=False).splitlines()
+    assert lines[2:] == [line for line in plain if line and not line.startswith("#")][1:]
+    assert not any("pip" in line or "wheelhouse" in line for line in lines)
+    # The install recipe is part of the text (so of the version): offline, without pip's cache.
     pip = [
-        "/opt/venv/bin/pip", "install", "--no-index", "--no-cache-dir", "--find-links", "/app/wheelhouse",
-        "-r", "/app/requirements.txt",
+        "/opt/venv/bin/pip", "install", "--no-index", "--no-cache-dir", "--disable-pip-version-check", "--no-input",
+        "--find-links", "/mcs-wheelhouse", "-r", "/mcs-wheelhouse/requirements.txt",
     ]  # fmt: skip
-    install = lines.index("RUN " + json.dumps(pip))
-    assert lines.index("COPY --chown=0:0 . /app") < install < lines.index('RUN ["rm", "-rf", "/app/wheelhouse"]')
-    assert "pw-x" not in "\n".join(lines)
+    assert "#   " + json.dumps(pip) in text.splitlines()
+    assert "registry.local:5000/mcs-base:1.2 plus" in text
+    assert "pw-x" not in text
 
 
 @pytest.mark.parametrize("image", ["mcs-base:1\nRUN curl evil", "", "-x", "base image", "a" * 300])
@@ -625,3 +634,8 @@ def test_dockerfile_refuses_a_bad_queue(s: Settings) -> None:
 def test_errors_are_mcs_errors(s: Settings) -> None:
     with pytest.raises(MCSError):
         gen(s, task_name="Bad")
+
+
+def app_file(result) -> str:
+    """The whole generated app file (main_content shows the task functions only)."""
+    return (Path(result.folder) / result.main_file).read_text()

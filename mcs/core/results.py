@@ -102,8 +102,10 @@ class DeployResult(ToolResult):
     warnings: list[str] = Field(
         default_factory=list, description="what limits the worker's confinement, and problems retiring older versions"
     )
-    task: TaskRecord | None = None
-    tasks: list[str] = Field(default_factory=list, description="every task of the folder this deploy registered")
+    tasks: list[str] = Field(
+        default_factory=list,
+        description="every task of the folder this deploy registered (get_task_details shows each)",
+    )
     sources: dict[str, str] = Field(
         default_factory=dict, description="where each value came from: argument, manifest (mcs.json) or default"
     )

@@ -3,7 +3,7 @@ list_deployments and get_task_logs (the last four talk to the deploy worker thro
 
 import itertools
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio.from_thread
 from mcp.server.mcpserver import Context, MCPServer
@@ -81,14 +81,18 @@ def register(server: MCPServer, services: Services) -> None:
         retry: Retry = None,
         network: Network = None,
         sandbox: Sandbox = None,
+        show: Annotated[
+            Literal["tasks", "full", "none"],
+            Field(description="main_content: the task functions (default), the whole app file, or nothing"),
+        ] = "tasks",
     ) -> GeneratedTask:
         """Generate a complete, runnable Celery task folder in generated_tasks/{task_name}_{queue}/.
 
         It holds app_{queue}.py (the Celery app and the task with a real signature), requirements.txt, a
         Dockerfile, a README and mcs.json, the manifest: every task's metadata, tests, retry policy and deploy
         choices, so that deploy_task(task_name, queue) alone deploys it. Everything is validated before anything is
-        written (names, parameter names and types, file paths; the Python must compile). Review `main_content`,
-        then call deploy_task.
+        written (names, parameter names and types, file paths; the Python must compile). Review `main_content`
+        (the task functions; show="full" for the whole file), then call deploy_task(task_name, queue).
         """
         return generate_task_folder(
             services.settings,
@@ -107,6 +111,7 @@ def register(server: MCPServer, services: Services) -> None:
             retry=retry,
             network=network,
             sandbox=sandbox,
+            show=show,
         )
 
     def deploy_task(
