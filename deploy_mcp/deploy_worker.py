@@ -101,20 +101,29 @@ def _run(kind: str, message: Any, operation: Callable[[dict[str, Any]], BaseMode
         return {"success": False, **exc.to_dict()}
 
 
-def _progress(task: Any, what: str) -> Callable[[str], None]:
-    """Report a step as the task's PROGRESS state: the client relays it as MCP progress notifications."""
+class _Progress:
+    """Report each step as the task's PROGRESS state (the client relays it as MCP progress notifications) and keep
+    them: the result carries them too, for the steps a client's polling did not see (a fast deploy)."""
 
-    def progress(step: str) -> None:
-        log.info("%s: %s", what, step)
-        if task.request.id:
-            task.update_state(state="PROGRESS", meta={"step": step})
+    def __init__(self, task: Any, what: str) -> None:
+        self.task, self.what, self.steps = task, what, []
 
-    return progress
+    def __call__(self, step: str) -> None:
+        log.info("%s: %s", self.what, step)
+        self.steps.append(step)
+        if self.task.request.id:
+            self.task.update_state(state="PROGRESS", meta={"step": step})
+
+
+def _run_reporting(task: Any, kind: str, message: Any, operation: Callable[..., BaseModel]) -> dict[str, Any]:
+    progress = _Progress(task, kind)
+    answer = _run(kind, message, lambda payload: operation(payload, progress))
+    return {**answer, "steps": progress.steps}
 
 
 @app.task(name=protocol.DEPLOY, bind=True)
 def deploy_code_folder(self, message: Any) -> dict[str, Any]:
-    return _run("deploy", message, lambda payload: deployer().deploy(payload, _progress(self, "deploy")))
+    return _run_reporting(self, "deploy", message, lambda payload, progress: deployer().deploy(payload, progress))
 
 
 @app.task(name=protocol.UNDEPLOY)
@@ -143,14 +152,19 @@ def list_versions(message: Any) -> dict[str, Any]:
 
 @app.task(name=protocol.ROLLBACK, bind=True)
 def rollback_task(self, message: Any) -> dict[str, Any]:
-    progress = _progress(self, "rollback")
-    return _run("rollback", message, lambda p: deployer().rollback(p.get("task_name"), p.get("version"), progress))
+    return _run_reporting(
+        self,
+        "rollback",
+        message,
+        lambda p, progress: deployer().rollback(p.get("task_name"), p.get("version"), progress),
+    )
 
 
 @app.task(name=protocol.PROMOTE, bind=True)
 def promote_task(self, message: Any) -> dict[str, Any]:
-    progress = _progress(self, "promote")
-    return _run("promote", message, lambda p: deployer().promote(p.get("task_name"), progress))
+    return _run_reporting(
+        self, "promote", message, lambda p, progress: deployer().promote(p.get("task_name"), progress)
+    )
 
 
 _alive_stop = threading.Event()

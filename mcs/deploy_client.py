@@ -99,6 +99,7 @@ class DeployClient:
             ) from None
         deadline = time.monotonic() + timeout_s
         last_step = None
+        relayed: list[str] = []
         next_check = time.monotonic() + ALIVE_CHECK_EVERY_S
         while True:
             if time.monotonic() >= next_check:
@@ -124,8 +125,13 @@ class DeployClient:
                 step = info.get("step") if isinstance(info, dict) else None
                 if step and step != last_step and on_progress:
                     on_progress(step)
+                    relayed.append(step)
                 last_step = step or last_step
                 continue
+            if on_progress and isinstance(value, dict):
+                for step in value.get("steps") or []:  # what the polling did not see (a step shorter than a poll)
+                    if step not in relayed:
+                        on_progress(step)
             return self._outcome(result, value)
 
     def _outcome(self, result: Any, value: Any) -> dict[str, Any]:
