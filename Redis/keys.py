@@ -1,7 +1,9 @@
 """Every Redis key MCS writes, built in this one module so the schema can be read in a minute.
 
 All keys start with the configured prefix (``MCS_METADATA_PREFIX``, default ``mcs:``) and live in the metadata
-DB (``MCS_METADATA_DB``). Celery's own keys (broker and results) are Celery's business and not listed here.
+DB (``MCS_METADATA_DB``). Celery's own keys (broker and results) are Celery's business and not listed here; the few
+keys MCS keeps next to them, under a task's key prefix in the result DB (so the task's own worker may read them),
+are the static methods at the end.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ class Keys:
         return f"{self.prefix}queue_owner:{queue}"
 
     def issued(self, task_id: str) -> str:
-        """STRING with TTL, JSON {task_name, queue, sent_at}: a task id MCS issued (so unknown ids are not PENDING)."""
+        """STRING with TTL, JSON {task_name, queue, route, sent_at, key_prefix, revoked_at, ...}: a task id MCS
+        issued (so unknown ids are not PENDING); ``revoked_at`` once cancel_celery_task revoked it."""
         return f"{self.prefix}issued:{task_id}"
 
     def deploy_worker_alive(self) -> str:
@@ -68,3 +71,12 @@ class Keys:
     def counted(self, task_id: str) -> str:
         """STRING with TTL: the outcome of this call was counted in ``calls`` (a result read twice counts once)."""
         return f"{self.prefix}counted:{task_id}"
+
+    # -- in the result DB, under a task's key prefix ('' for a task registered by hand) -----------------------
+
+    @staticmethod
+    def revoked(key_prefix: str) -> str:
+        """ZSET task id -> when cancel_celery_task revoked it (epoch s), pruned after ``result_expires_s``: the
+        revocations of one task's calls, where its worker can read them (Celery's workers keep revoked ids in
+        memory only), and that MCS broadcasts again to a worker it finds answering."""
+        return f"{key_prefix}mcs-revoked"

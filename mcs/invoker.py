@@ -1,9 +1,13 @@
-"""Calling registered tasks through Celery: resolve, validate, send, wait, and read results back.
+"""Calling registered tasks through Celery: resolve, validate, send, wait, read results back, and cancel.
 
 This is the one boundary where Celery and kombu errors become MCS errors. Only registered tasks can be called,
 only on their registered queue, and never on the deploy queue, so nothing here can reach MCS's own deploy tasks.
 Every task id MCS issues is remembered in Redis for ``result_expires_s``; any other id is reported as unknown
 instead of Celery's eternal PENDING.
+
+Before a deployed task's call is sent, its worker must answer a targeted Celery ping (cached ~10 s per worker), so
+a task nobody serves answers within a second instead of a timeout. Waiting for results (trigger, and
+get_celery_result's ``wait_s``) waits on Celery's result backend (Redis pub/sub), never in a sleep loop.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import logging
 import random
 import re
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -29,14 +34,16 @@ from mcs.core.errors import (
 )
 from mcs.core.models import TaskRecord
 from mcs.core.names import validate_queue, validate_task_name
-from mcs.core.results import TaskCallResult, TaskSentResult, TaskStatusResult
+from mcs.core.results import CancelResult, TaskCallResult, TaskSentResult, TaskStatusEntry, TaskStatusResult
 from mcs.core.settings import Settings
 from mcs.payload import check_call_arguments
-from Redis.connection import is_connection_error
+from Redis.broker import queue_lists
+from Redis.connection import is_connection_error, make_client
 from Redis.issued import IssuedTasks
 from Redis.registry import TaskRegistry
 
 if TYPE_CHECKING:
+    import redis
     from celery import Celery
     from celery.result import AsyncResult
 
@@ -69,7 +76,20 @@ def _install_deadline_drainer() -> None:
 TASK_ID_RULE = "a task id as returned by trigger_celery_task or send_celery_task (a UUID)"
 _TASK_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 MAX_TRACEBACK_CHARS = 4000
+MAX_ENTRY_TRACEBACK_CHARS = 1000  # per entry of get_celery_result(task_ids=...): 100 of them stay small
 MAX_TIMEOUT_S = 3600.0
+MAX_TASK_IDS = 100
+MAX_WAIT_S = 60.0
+TERMINATE_WAIT_S = 2.0  # cancel(terminate=True) of a running call: how long to wait for its worker to stop it
+
+# Liveness of a deployed task's worker, asked before its call is sent (a targeted Celery ping under its prefix).
+PING_TIMEOUT_S = 0.5
+ALIVE_FOR_S = 10.0  # a worker that answered is not asked again for this long
+GONE_FOR_S = 1.0  # nor, this long, one that did not (a burst of calls pays one ping, not one each)
+MAX_REBROADCAST = 1000
+
+READY_STATES = ("SUCCESS", "FAILURE", "REVOKED")
+NOT_STARTED = ("PENDING", "RETRY")  # a remembered cancel of such a call answers REVOKED: it will not run
 
 
 class TaskInvoker:
@@ -80,6 +100,7 @@ class TaskInvoker:
         celery_app: Celery,
         issued: IssuedTasks | None = None,
         apps: PrefixedApps | None = None,
+        broker: redis.Redis | None = None,
     ) -> None:
         _install_deadline_drainer()
         self.settings = settings
@@ -87,6 +108,18 @@ class TaskInvoker:
         self.app = celery_app  # unprefixed: tasks registered by hand, whose workers MCS did not deploy
         self.issued = issued or IssuedTasks(settings, registry.client)
         self.apps = apps or PrefixedApps(settings)
+        self._broker = broker
+        # hostname -> (answered, monotonic time until which that answer holds); one lock per hostname
+        self._liveness: dict[str, tuple[bool, float]] = {}
+        self._ping_locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    @property
+    def broker(self) -> redis.Redis:
+        """The broker DB's client (to take a cancelled call off its queue), made on first use."""
+        if self._broker is None:
+            self._broker = make_client(self.settings, self.settings.redis_broker_db)
+        return self._broker
 
     def _app(self, key_prefix: str) -> Celery:
         """The producer and result consumer of one task's prefix (a deployed task's keys are its own)."""
@@ -121,7 +154,8 @@ class TaskInvoker:
             task_id=result.id,
             task_name=record.name,
             queue=record.queue,
-            message=f"task sent to queue {record.queue}, task_id {result.id}; use get_celery_result to follow it",
+            message=f"task sent to queue {record.queue}, task_id {result.id}; follow it with "
+            "get_celery_result (wait_s waits for it: no polling loop needed)",
         )
 
     def trigger(
@@ -163,8 +197,9 @@ class TaskInvoker:
         )
 
     def _send(self, task_name: Any, args: Any, kwargs: Any, queue: Any) -> tuple[TaskRecord, AsyncResult, str | None]:
-        """Validate, remember the task id (so get_celery_result knows it), then send: if Redis cannot record the
-        id, nothing is sent. The third value: the version a call of a gradual release went to."""
+        """Validate (names, required ones, declared types), make sure a deployed task's worker answers, remember the
+        task id (so get_celery_result knows it), then send: if Redis cannot record the id, nothing is sent. The
+        third value: the version a call of a gradual release went to."""
         record = self.resolve(task_name, queue)
         args, kwargs = check_call_arguments(record, args, kwargs, self.settings.max_payload_bytes)
         task_id = str(uuid.uuid4())
@@ -174,8 +209,15 @@ class TaskInvoker:
             else (record.queue, None)
         )
         canary = version if record.deployment and record.deployment.canary else None
+        self._ensure_served(record, route)
         self.issued.remember(
-            task_id, record.name, record.queue, record.key_prefix, canary_version=canary, release=record.primary
+            task_id,
+            record.name,
+            record.queue,
+            record.key_prefix,
+            canary_version=canary,
+            release=record.primary,
+            route=route,
         )
         try:
             result = self._app(record.key_prefix).send_task(
@@ -188,38 +230,305 @@ class TaskInvoker:
 
     # -- results ----------------------------------------------------------------------------------------------
 
-    def status(self, task_id: Any) -> TaskStatusResult:
-        if not isinstance(task_id, str) or not _TASK_ID.fullmatch(task_id):
-            raise InvalidInput("task_id", task_id, TASK_ID_RULE)
+    def status(self, task_id: Any = None, task_ids: Any = None, wait_s: Any = None) -> TaskStatusResult:
+        """The state of one id (``task_id``: a failed call raises, as trigger does) or of several (``task_ids``:
+        one entry each). ``wait_s``: wait up to that long for every one of them to be ready (0: answer now)."""
+        wait = self._wait_s(wait_s)
+        if (task_id is None) == (task_ids is None):
+            shown = {"task_id": task_id, "task_ids": task_ids}
+            raise InvalidInput("task_id/task_ids", shown, f"give exactly one: task_id, or task_ids (1-{MAX_TASK_IDS})")
+        if task_ids is not None:
+            return self._statuses(task_ids, wait)
+        _check_task_id(task_id, "task_id")
         issued = self.issued.find(task_id)
         if issued is None:
-            raise NotFound(
-                f"task id {task_id} is unknown: MCS did not issue it, or its result expired "
-                f"(results are kept {self.settings.result_expires_s} s)",
-                task_id=task_id,
-            )
-        result = self._app(issued.get("key_prefix", "")).AsyncResult(task_id)
-        state = self._state(result)
+            raise NotFound(self._unknown(task_id), task_id=task_id)
+        prefix = issued.get("key_prefix", "")
+        result = self._app(prefix).AsyncResult(task_id)
+        started = time.monotonic()
+        if wait and self._observed(result, issued) not in READY_STATES:
+            self._wait_ready({prefix: [result]}, started + wait)
+        state = self._observed(result, issued)
         base = {"task_id": task_id, "task_name": issued["task_name"], "queue": issued["queue"], "status": state}
+        if wait:
+            base["waited_ms"] = round((time.monotonic() - started) * 1000, 1)
         if state in ("SUCCESS", "FAILURE"):
             self.issued.count_outcome(task_id, issued, succeeded=state == "SUCCESS")
         if state == "SUCCESS":
             value = result.result
             return TaskStatusResult(**base, ready=True, result=value, message=f"task succeeded: {_preview(value)}")
-        if state in ("FAILURE", "REVOKED"):
+        if state == "FAILURE":
             # The same answer as trigger_celery_task gives for a task that raised: an isError result.
-            raise self._failure(
-                result, issued["task_name"], issued["queue"], state, result.result, issued.get("key_prefix", "")
-            )
+            raise self._failure(result, issued["task_name"], issued["queue"], state, result.result, prefix)
+        if state == "REVOKED":
+            cancelled_at = _when(issued.get("revoked_at"))
+            return TaskStatusResult(**base, ready=True, cancelled_at=cancelled_at, message=_revoked_message(issued))
         # Still queued or running: keep remembering the id, however long the queue is.
         self.issued.keep(task_id)
-        waiting = "waiting in the queue (is a worker serving it?)" if state == "PENDING" else "in progress"
-        lost_at = issued.get("worker_lost_at")
-        if lost_at is not None:
-            when = datetime.fromtimestamp(lost_at, UTC).isoformat(timespec="seconds")
-            waiting = f"its worker was lost at {when} and the call was delivered again ({waiting})"
-            base["worker_lost_at"] = when
-        return TaskStatusResult(**base, ready=False, message=f"task state {state}: {waiting}")
+        message, lost_at = _waiting(state, issued)
+        return TaskStatusResult(**base, ready=False, worker_lost_at=lost_at, message=message)
+
+    def _statuses(self, task_ids: Any, wait: float) -> TaskStatusResult:
+        if not isinstance(task_ids, list) or not 1 <= len(task_ids) <= MAX_TASK_IDS:
+            shown = f"<{len(task_ids)} ids>" if isinstance(task_ids, list) else task_ids
+            raise InvalidInput("task_ids", shown, f"a list of 1 to {MAX_TASK_IDS} task ids ({TASK_ID_RULE})")
+        for index, task_id in enumerate(task_ids):
+            _check_task_id(task_id, f"task_ids[{index}]")
+        started = time.monotonic()
+        records = self.issued.find_many(task_ids)
+        results: dict[str, AsyncResult] = {}
+        for task_id, issued in zip(task_ids, records, strict=True):
+            if issued is not None and task_id not in results:
+                results[task_id] = self._app(issued.get("key_prefix", "")).AsyncResult(task_id)
+        if wait:
+            groups: dict[str, list[AsyncResult]] = {}
+            for task_id, issued in zip(task_ids, records, strict=True):
+                result = results.get(task_id)
+                if issued is not None and result is not None and self._observed(result, issued) not in READY_STATES:
+                    prefix = issued.get("key_prefix", "")
+                    if result not in groups.setdefault(prefix, []):
+                        groups[prefix].append(result)
+            if groups:
+                self._wait_ready(groups, started + wait)
+        entries = [
+            self._entry(task_id, issued, results.get(task_id))
+            for task_id, issued in zip(task_ids, records, strict=True)
+        ]
+        self.issued.keep_many(sorted({e.task_id for e in entries if not e.ready}))
+        ready = sum(e.ready for e in entries)
+        failed = sum(e.error is not None for e in entries)
+        counts = {"total": len(entries), "ready": ready, "pending": len(entries) - ready, "failed": failed}
+        waited = f" after waiting {time.monotonic() - started:.1f} s" if wait else ""
+        message = f"{ready} of {len(entries)} ready ({failed} did not succeed), {counts['pending']} pending{waited}"
+        return TaskStatusResult(
+            ready=counts["pending"] == 0,
+            results=entries,
+            counts=counts,
+            waited_ms=round((time.monotonic() - started) * 1000, 1) if wait else None,
+            message=message,
+        )
+
+    def _entry(self, task_id: str, issued: dict[str, Any] | None, result: AsyncResult | None) -> TaskStatusEntry:
+        """One id's entry: a failure or an unknown id is an entry with its error, not an error of the call."""
+        if issued is None or result is None:
+            return TaskStatusEntry(
+                task_id=task_id, status="UNKNOWN", ready=True, error=NotFound.code, message=self._unknown(task_id)
+            )
+        state = self._observed(result, issued)
+        base = {"task_id": task_id, "task_name": issued["task_name"], "queue": issued["queue"], "status": state}
+        if state in ("SUCCESS", "FAILURE"):
+            self.issued.count_outcome(task_id, issued, succeeded=state == "SUCCESS")
+        if state == "SUCCESS":
+            value = result.result
+            return TaskStatusEntry(**base, ready=True, result=value, message=f"task succeeded: {_preview(value)}")
+        if state == "FAILURE":
+            error = self._failure(
+                result, issued["task_name"], issued["queue"], state, result.result, issued.get("key_prefix", "")
+            )
+            details = error.details
+            return TaskStatusEntry(
+                **base,
+                ready=True,
+                error=error.code,
+                message=error.message,
+                exception_type=details.get("exception_type"),
+                exception_message=details.get("exception_message"),
+                traceback=_bounded(details.get("traceback"), MAX_ENTRY_TRACEBACK_CHARS),
+            )
+        if state == "REVOKED":
+            cancelled_at = _when(issued.get("revoked_at"))
+            return TaskStatusEntry(**base, ready=True, cancelled_at=cancelled_at, message=_revoked_message(issued))
+        message, lost_at = _waiting(state, issued)
+        return TaskStatusEntry(**base, ready=False, worker_lost_at=lost_at, message=message)
+
+    def _observed(self, result: AsyncResult, issued: dict[str, Any]) -> str:
+        """Celery's state, except that a call MCS revoked answers REVOKED while it has not started (a worker that
+        took it before the revoke reached it may still run it: then its real state shows)."""
+        state = self._state(result)
+        return "REVOKED" if state in NOT_STARTED and issued.get("revoked_at") is not None else state
+
+    def _wait_ready(self, groups: dict[str, list[AsyncResult]], deadline: float) -> None:
+        """Wait until every result is ready or the deadline passes, on each prefix's result backend in turn (Celery's
+        ResultSet: pub/sub on the results' keys, after a look at what is stored already). Results of a later
+        prefix that finish meanwhile are found at once when their turn comes. ``interval=0``: that first look
+        (one MGET) must not sleep its default 0.5 s before the pub/sub wait starts."""
+        from celery.exceptions import TimeoutError as ResultTimeout
+        from celery.result import ResultSet
+
+        for prefix, results in groups.items():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                ResultSet(results, app=self._app(prefix)).join_native(
+                    timeout=remaining, interval=0, propagate=False, disable_sync_subtasks=False
+                )
+            except ResultTimeout:
+                return
+            except Exception as exc:
+                raise self._celery_error(exc) from None
+
+    def _unknown(self, task_id: str) -> str:
+        return (
+            f"task id {task_id} is unknown: MCS did not issue it, or its result expired "
+            f"(results are kept {self.settings.result_expires_s} s)"
+        )
+
+    # -- cancelling -------------------------------------------------------------------------------------------
+
+    def cancel(self, task_id: Any, terminate: Any = False) -> CancelResult:
+        """Revoke a call MCS issued: remembered (issued record, and under the task's prefix for its worker),
+        broadcast to the task's workers, and, while it still waits in its queue, taken off the queue (then no
+        worker, started now or later, receives it). ``terminate``: a running call is stopped too (SIGTERM to the
+        worker's pool process running it). A finished call is left as it is (cancelled false)."""
+        _check_task_id(task_id, "task_id")
+        if not isinstance(terminate, bool):
+            raise InvalidInput("terminate", terminate, "true or false")
+        issued = self.issued.find(task_id)
+        if issued is None:
+            raise NotFound(self._unknown(task_id) + ", so there is nothing to cancel", task_id=task_id)
+        prefix = issued.get("key_prefix", "")
+        app = self._app(prefix)
+        state = self._state(app.AsyncResult(task_id))
+        base = {"task_id": task_id, "task_name": issued["task_name"], "queue": issued["queue"], "terminate": terminate}
+        if state in READY_STATES:
+            again = state == "REVOKED" and issued.get("revoked_at") is not None
+            done = "was cancelled already" if again else f"had finished already ({state}): nothing was cancelled"
+            return CancelResult(**base, status=state, cancelled=again, message=f"task {task_id} {done}")
+        now = time.time()
+        issued = self.issued.mark_revoked(task_id, now, terminate) or issued
+        try:
+            self.issued.remember_revoked(app.backend.client, prefix, task_id, now)
+            app.control.revoke(task_id, terminate=terminate, signal="SIGTERM")
+        except MCSError:
+            raise
+        except Exception as exc:
+            raise self._celery_error(exc) from None
+        removed = False
+        if state == "PENDING":
+            route = issued.get("route") or issued["queue"]
+            removed = self.issued.remove_queued(self.broker, [prefix + key for key in queue_lists(route)], task_id)
+            if removed:  # no worker will write its state: MCS does (and wakes whoever waits on it)
+                try:
+                    app.backend.mark_as_revoked(task_id, "cancelled with cancel_celery_task before it ran")
+                except Exception as exc:
+                    raise self._celery_error(exc) from None
+        result = app.AsyncResult(task_id)
+        if terminate and state == "STARTED":
+            self._wait_ready({prefix: [result]}, time.monotonic() + TERMINATE_WAIT_S)
+        now_state = self._observed(result, issued)
+        return self._cancelled(base, state, now_state, removed)
+
+    def _cancelled(self, base: dict[str, Any], before: str, state: str, removed: bool) -> CancelResult:
+        task_id = base["task_id"]
+        if removed:
+            how = "it was taken off its queue before any worker received it: no worker will run it"
+        elif before == "PENDING":
+            how = (
+                "a worker had received it already: its workers were told not to run it (a worker that took it and "
+                "missed that message, e.g. one offline then, may still run it: get_celery_result shows its state)"
+            )
+        elif before == "RETRY":
+            how = "it waits for a retry: its workers were told not to run it again"
+        elif base["terminate"]:
+            how = (
+                "its worker was told to stop it"
+                if state == "REVOKED"
+                else f"its worker was told to stop it; it still runs after {TERMINATE_WAIT_S:g} s (follow it with "
+                "get_celery_result)"
+            )
+        else:
+            return CancelResult(
+                **base,
+                status=state,
+                cancelled=False,
+                message=f"task {task_id} is running ({state}) and keeps running: cancel_celery_task(task_id, "
+                "terminate=true) stops it; a retry or a redelivery of it will not run",
+            )
+        if state in ("SUCCESS", "FAILURE"):  # it finished while it was being cancelled
+            message = f"task {task_id} finished ({state}) before the cancel reached it"
+            return CancelResult(**base, status=state, cancelled=False, message=message)
+        return CancelResult(
+            **base, status=state, cancelled=True, removed_from_queue=removed, message=f"task {task_id} cancelled: {how}"
+        )
+
+    # -- is anybody serving the task? -------------------------------------------------------------------------
+
+    def _ensure_served(self, record: TaskRecord, route: str) -> None:
+        """A deployed task's worker (the one its call is routed to) must answer a targeted ping, else nothing is
+        sent: ServiceUnavailable naming the cause and the fix, within about PING_TIMEOUT_S. A task registered by
+        hand (no deployment, or none with a hostname) is not asked: its workers are not MCS's."""
+        dep = record.deployment
+        if dep is None or getattr(dep, "replicas", None) == 0:  # parked at zero replicas: its calls wait in the queue
+            return
+        canary = dep.canary
+        hostname = canary.hostname if canary is not None and route == canary.serve_queue else dep.hostname
+        if not hostname:
+            return
+        known = self._liveness.get(hostname)
+        if known is not None and known[0] and known[1] > time.monotonic():
+            return  # the common path: answered within the last ALIVE_FOR_S, no round trip
+        with self._ping_lock(hostname):
+            known = self._liveness.get(hostname)  # another call may have asked while this one waited
+            if known is not None and known[1] > time.monotonic():
+                alive = known[0]
+            else:
+                alive = self._ping(record.key_prefix, hostname)
+                self._remember_liveness(hostname, alive)
+                if alive:
+                    self._rebroadcast_revokes(record.key_prefix, hostname)
+        if not alive:
+            raise ServiceUnavailable(
+                f"task {record.name!r} is deployed but nobody serves it: its worker {hostname} did not answer a ping "
+                f"within {PING_TIMEOUT_S:g} s, so nothing was sent. The deploy worker's watchdog replaces a gone "
+                f"worker within MCS_WATCH_EVERY_S ({self.settings.watch_every_s:g} s): call again shortly; "
+                f"list_deployments shows the worker's status, and deploy_task(task_name={record.name!r}) starts a "
+                "new one (e.g. when no deploy worker runs)",
+                service="task_worker",
+                task_name=record.name,
+                hostname=hostname,
+                queue=record.queue,
+            )
+
+    def _ping_lock(self, hostname: str) -> threading.Lock:
+        with self._locks_lock:
+            if len(self._ping_locks) > 1024:
+                self._ping_locks.clear()
+            return self._ping_locks.setdefault(hostname, threading.Lock())
+
+    def _remember_liveness(self, hostname: str, alive: bool) -> None:
+        now = time.monotonic()
+        if len(self._liveness) > 1024:
+            self._liveness = {h: v for h, v in self._liveness.items() if v[1] > now}
+        self._liveness[hostname] = (alive, now + (ALIVE_FOR_S if alive else GONE_FOR_S))
+
+    def _ping(self, key_prefix: str, hostname: str) -> bool:
+        """Does the worker ``hostname`` answer a ping on its prefix's remote-control channel (MCS's credentials)?"""
+        from kombu.exceptions import OperationalError
+
+        for attempt in range(2):
+            app = self._app(key_prefix)
+            try:
+                replies = app.control.ping(destination=[hostname], timeout=PING_TIMEOUT_S, limit=1)
+            except Exception as exc:
+                lost = isinstance(exc, OperationalError | OSError) or is_connection_error(exc)
+                if not lost or attempt or not key_prefix:
+                    raise self._celery_error(exc) from None
+                self.apps.forget(key_prefix)  # a connection kept from before a Redis restart: ask with a fresh app
+                continue
+            return any(hostname in reply for reply in replies or ())
+        return False
+
+    def _rebroadcast_revokes(self, key_prefix: str, hostname: str) -> None:
+        """Tell a worker that answered the calls MCS revoked under its prefix: Celery's workers keep revocations in
+        memory only, so one started (or restarted) after a cancel learns them here. A courtesy: never fails a call."""
+        try:
+            app = self._app(key_prefix)
+            ids = self.issued.revoked_ids(app.backend.client, key_prefix, MAX_REBROADCAST)
+            if ids:
+                app.control.revoke(ids, destination=[hostname])
+        except Exception as exc:
+            log.warning("could not broadcast the revoked calls of %s again: %s", hostname, exc)
 
     def _state(self, result: AsyncResult) -> str:
         try:
@@ -234,8 +543,9 @@ class TaskInvoker:
         kind = WorkerLost if exc_type in ("WorkerLost", "WorkerLostError") else TaskFailed
         attempts = self._attempts(result, key_prefix)
         tried = f" after {attempts} attempts (its retry policy)" if attempts else ""
+        what = f"was cancelled ({exc_type})" if state == "REVOKED" else f"failed with {exc_type}{tried}"
         return kind(
-            f"task {task_name} failed with {exc_type}{tried}: {value}",
+            f"task {task_name} {what}: {value}",
             attempts=attempts or 1,
             task_id=result.id,
             task_name=task_name,
@@ -253,6 +563,13 @@ class TaskInvoker:
         except Exception:  # a courtesy: never let it hide the failure itself
             return None
         return int(raw) if raw else None
+
+    def _wait_s(self, wait_s: Any) -> float:
+        if wait_s is None:
+            return 0.0
+        if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or not 0 <= wait_s <= MAX_WAIT_S:
+            raise InvalidInput("wait_s", wait_s, f"a number of seconds from 0 (answer now) to {MAX_WAIT_S:g}")
+        return float(wait_s)
 
     def _timeout(self, timeout_s: Any) -> float:
         if timeout_s is None:
@@ -276,10 +593,33 @@ class TaskInvoker:
         return MCSError(f"Celery error {type(exc).__name__}: {exc}")
 
 
-def _bounded(text: str | None) -> str | None:
-    if text is None or len(text) <= MAX_TRACEBACK_CHARS:
+def _bounded(text: str | None, limit: int = MAX_TRACEBACK_CHARS) -> str | None:
+    if text is None or len(text) <= limit:
         return text
-    return "...\n" + text[-MAX_TRACEBACK_CHARS:]
+    return "...\n" + text[-limit:]
+
+
+def _check_task_id(task_id: Any, field: str) -> None:
+    if not isinstance(task_id, str) or not _TASK_ID.fullmatch(task_id):
+        raise InvalidInput(field, task_id, TASK_ID_RULE)
+
+
+def _when(timestamp: float | None) -> str | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def _revoked_message(issued: dict[str, Any]) -> str:
+    at = _when(issued.get("revoked_at"))
+    return f"task cancelled (cancel_celery_task at {at}): it did not run to completion" if at else "task revoked"
+
+
+def _waiting(state: str, issued: dict[str, Any]) -> tuple[str, str | None]:
+    """The message of a call still queued or running, and when its worker was lost (if it was)."""
+    waiting = "waiting in the queue (is a worker serving it?)" if state == "PENDING" else "in progress"
+    lost_at = _when(issued.get("worker_lost_at"))
+    if lost_at is not None:
+        waiting = f"its worker was lost at {lost_at} and the call was delivered again ({waiting})"
+    return f"task state {state}: {waiting}", lost_at
 
 
 def _preview(value: Any, limit: int = 200) -> str:

@@ -12,6 +12,27 @@ Kwargs = Annotated[
 Queue = Annotated[
     str | None, Field(description="queue of the task; omit it: MCS uses the queue the task is registered on")
 ]
+TaskId = Annotated[str, Field(description="the task_id returned by send_celery_task or trigger_celery_task")]
+OneTaskId = Annotated[
+    str | None,
+    Field(description="the task_id returned by send_celery_task or trigger_celery_task (or give task_ids)"),
+]
+TaskIds = Annotated[
+    list[str] | None,
+    Field(description="several task ids at once (1-100), instead of task_id: one entry each, in this order"),
+]
+WaitS = Annotated[
+    float | None,
+    Field(
+        strict=True,
+        description="seconds to wait (0-60) until every task is finished; answers as soon as they are (default 0: "
+        "answer now)",
+    ),
+]
+Terminate = Annotated[
+    bool,
+    Field(strict=True, description="also stop the call if it is running (its worker process gets SIGTERM)"),
+]
 Parameters = Annotated[
     list[dict[str, Any]],
     Field(
