@@ -8,7 +8,7 @@ and the category index never disagree. Listing is bounded in round trips: one SM
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -23,6 +23,7 @@ from Redis.lock import redis_lock
 log = logging.getLogger(__name__)
 
 LIST_CHUNK = 1000
+MAX_NAMED_CATEGORIES = 50  # an unknown category's error names at most this many existing ones
 
 
 class TaskRegistry(RedisStore):
@@ -183,14 +184,40 @@ class TaskRegistry(RedisStore):
         with redis_errors(self.settings):
             return sorted(self.client.smembers(key))
 
+    def category_names(self, category: str) -> list[str]:
+        """The names of one category, sorted; NotFound naming the categories that exist when it has no task."""
+        names = self.names(category)
+        if not names:
+            raise self.unknown_category(category)
+        return names
+
+    def unknown_category(self, category: str) -> NotFound:
+        """The error for a category without tasks: it names (at most MAX_NAMED_CATEGORIES of) those that exist."""
+        import difflib
+
+        existing = list(self.categories())
+        shown = existing[:MAX_NAMED_CATEGORIES]
+        more = f" and {len(existing) - len(shown)} more" if len(existing) > len(shown) else ""
+        known = f"the categories are: {', '.join(shown)}{more}" if existing else "no task is registered yet"
+        return NotFound(
+            f"category {category!r} has no tasks; {known} (get_task_categories counts them)",
+            category=category,
+            categories=shown,
+            suggestions=difflib.get_close_matches(category, existing, n=3, cutoff=0.6),
+        )
+
     def list(self, category: str | None = None, offset: int = 0, limit: int | None = None) -> list[TaskRecord]:
         """Records sorted by name, optionally one category and one page: 1 + ceil(n / LIST_CHUNK) commands."""
         names = self.names(category)
-        page = names[offset : None if limit is None else offset + limit]
+        return self.fetch(names[offset : None if limit is None else offset + limit])
+
+    def fetch(self, names: Sequence[str]) -> list[TaskRecord]:
+        """The records of ``names``, in that order (a name removed meanwhile is skipped): one MGET per LIST_CHUNK
+        names, so a listing or a search over n tasks costs ceil(n / LIST_CHUNK) commands after its SMEMBERS."""
         records: list[TaskRecord] = []
         with redis_errors(self.settings):
-            for start in range(0, len(page), LIST_CHUNK):
-                chunk = page[start : start + LIST_CHUNK]
+            for start in range(0, len(names), LIST_CHUNK):
+                chunk = names[start : start + LIST_CHUNK]
                 raws = self.client.mget([self.keys.task(n) for n in chunk])
                 records.extend(r for r in map(_decode, raws) if r is not None)
         return records

@@ -71,9 +71,23 @@ for tool, base in (("trigger_celery_task", CALL), ("send_celery_task", CALL)):
         (tool, {**base, "kwargs": {}}, "kwargs"),
         (tool, {**base, "args": [1, 2]}, "args"),
         (tool, {**base, "kwargs": {"value": "x" * 2000}}, "args/kwargs"),
+        (tool, {**base, "kwargs": {"value": 5}}, "kwargs.value"),  # declared str
+        (tool, {**base, "args": [True]}, "args[0]"),
+        (tool, {**base, "args": [["x"]]}, "args[0]"),
     ]
 CASES += [("trigger_celery_task", {**CALL, "timeout_s": t}, "timeout_s") for t in (0, -1, 1e9, "x", True)]
 CASES += [("get_celery_result", {"task_id": t}, "task_id") for t in ("", "abc", "../x", 123, "x" * 100)]
+A_TASK_ID = "0b5a3c1e-5a0e-4b8e-9a55-3a6f8f7f2d11"
+CASES += [("get_celery_result", args, field) for args, field in (
+    ({}, "task_id"), ({"task_id": A_TASK_ID, "task_ids": [A_TASK_ID]}, "task_ids"), ({"task_ids": []}, "task_ids"),
+    ({"task_ids": [A_TASK_ID] * 101}, "task_ids"), ({"task_ids": [A_TASK_ID, "abc"]}, "task_ids[1]"),
+    ({"task_ids": "abc"}, "task_ids"), ({"task_ids": [1]}, "task_ids"),
+    ({"task_id": A_TASK_ID, "wait_s": -1}, "wait_s"), ({"task_id": A_TASK_ID, "wait_s": 61}, "wait_s"),
+    ({"task_id": A_TASK_ID, "wait_s": "x"}, "wait_s"), ({"task_id": A_TASK_ID, "wait_s": True}, "wait_s"),
+)]  # fmt: skip
+CASES += [("cancel_celery_task", {"task_id": t}, "task_id") for t in ("", "abc", "../x", 123, "x" * 100)]
+CASES += [("cancel_celery_task", {}, "task_id")]
+CASES += [("cancel_celery_task", {"task_id": A_TASK_ID, "terminate": t}, "terminate") for t in ("yes", 1, None)]
 CASES += [("get_task_logs", {"task_name": "echo_task", "tail_lines": n}, "tail_lines") for n in (0, 501, -1, "x")]
 CASES += [("get_tasks_by_category_name", {"category": c}, "category") for c in BAD_CATEGORIES]
 CASES += [("register_task_info", {**REGISTER, "category": c}, "category") for c in BAD_CATEGORIES]
@@ -81,6 +95,10 @@ CASES += [("get_available_tasks", args, field) for args, field in (
     ({"offset": -1}, "offset"), ({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"limit": "x"}, "limit"),
     ({"offset": 1.5}, "offset"),
 )]  # fmt: skip
+CASES += [("get_available_tasks", {"query": q}, "query") for q in ("x" * 501, 5, ["a"], "", "!!!", "the of")]
+CASES += [("get_available_tasks", {"category": c}, "category") for c in BAD_CATEGORIES]
+CASES += [("get_available_tasks", {"detail": d}, "detail") for d in ("verbose", "", 1, None)]
+CASES += [("get_tasks_by_category_name", {"category": "x", "detail": d}, "detail") for d in ("verbose", True)]
 CASES += [("deploy_task", {**DEPLOY, "code_folder_path": p}, "code_folder_path") for p in (
     "/etc", "../../etc", "generated_tasks/../../etc", "a\x00b", "x" * 300, "/proc/self",
 )]  # fmt: skip

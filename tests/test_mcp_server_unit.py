@@ -26,6 +26,7 @@ TOOLS = {
     "trigger_celery_task",
     "send_celery_task",
     "get_celery_result",
+    "cancel_celery_task",
     "get_available_tasks",
     "get_task_details",
     "register_task_info",
@@ -48,7 +49,14 @@ READ_ONLY = {
     "get_task_logs",
     "list_task_versions",
 }
-DESTRUCTIVE = {"generate_startMain_code", "deploy_task", "undeploy_task", "rollback_task", "promote_task"}
+DESTRUCTIVE = {
+    "generate_startMain_code",
+    "deploy_task",
+    "undeploy_task",
+    "rollback_task",
+    "promote_task",
+    "cancel_celery_task",
+}
 
 
 class NoCelery:
@@ -115,7 +123,9 @@ def test_original_parameters_and_defaults_are_kept(services: Services) -> None:
     assert register["properties"]["category"]["default"] == "general"
     assert register["properties"]["queue"]["default"] == "celery"
     assert register["properties"]["return_type"]["default"] == "Any"
-    assert tools["get_celery_result"]["required"] == ["task_id"]
+    result = tools["get_celery_result"]  # task_id as before, or task_ids; either way no argument is required
+    assert {"task_id", "task_ids", "wait_s"} == set(result["properties"]) and "required" not in result
+    assert tools["cancel_celery_task"]["required"] == ["task_id"]
 
 
 def test_register_then_discover(services: Services) -> None:

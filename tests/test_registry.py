@@ -9,8 +9,9 @@ import fakeredis
 import pytest
 import redis
 
-from mcs.core.errors import ServiceUnavailable
+from mcs.core.errors import NotFound, ServiceUnavailable
 from mcs.core.settings import Settings
+from mcs.search import rank
 from Redis.registry import LIST_CHUNK, TaskRegistry
 from Redis.server import LocalRedisServer
 from tests.helpers import make_settings
@@ -59,6 +60,38 @@ def test_ten_thousand_tasks_listed_in_bounded_round_trips(private_server: LocalR
     categories = registry.categories()
     assert command_calls(registry.client) - before <= 1 + len(categories)
     assert sum(categories.values()) == 10_000
+    # A search (get_available_tasks(query=...)) reads every record of its scope the same way, then ranks in memory.
+    before = command_calls(registry.client)
+    hits = rank(registry.fetch(registry.names()), "task 04242")
+    assert command_calls(registry.client) - before <= 1 + math.ceil(10_000 / LIST_CHUNK)
+    assert hits[0].record.name == "task_04242"
+    before = command_calls(registry.client)
+    assert len(registry.fetch(registry.category_names("cat3"))) == len(registry.names("cat3"))
+    assert command_calls(registry.client) - before <= 2 + math.ceil(10_000 / 7 / LIST_CHUNK)
+
+
+@pytest.mark.unit
+def test_category_names_of_an_unknown_category_is_not_found_naming_the_others(tmp_path: Path) -> None:
+    registry = TaskRegistry(make_settings(tmp_path), client=fakeredis.FakeRedis(decode_responses=True))
+    with pytest.raises(NotFound, match="no task is registered yet"):
+        registry.category_names("math")
+    registry.register(name="a", category="maths")
+    registry.register(name="b", category="text")
+    assert registry.category_names("maths") == ["a"]
+    with pytest.raises(NotFound, match="the categories are: maths, text") as caught:
+        registry.category_names("math")
+    assert caught.value.details == {"category": "math", "categories": ["maths", "text"], "suggestions": ["maths"]}
+    assert registry.names("math") == []  # names() itself still answers an empty list
+
+
+@pytest.mark.unit
+def test_fetch_keeps_the_order_given_and_skips_names_removed_meanwhile(tmp_path: Path) -> None:
+    registry = TaskRegistry(make_settings(tmp_path), client=fakeredis.FakeRedis(decode_responses=True))
+    for name in ("a", "b", "c"):
+        registry.register(name=name)
+    registry.remove("b")
+    assert [r.name for r in registry.fetch(["c", "b", "a"])] == ["c", "a"]
+    assert registry.fetch([]) == []
 
 
 @pytest.mark.integration

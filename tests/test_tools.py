@@ -33,6 +33,7 @@ EXPECTED = {
     "trigger_celery_task": ("Run a task and wait", False, False, False, True),
     "send_celery_task": ("Queue a task", False, False, False, True),
     "get_celery_result": ("Get a task's result", True, False, True, False),
+    "cancel_celery_task": ("Cancel a task call", False, True, True, False),
     "get_available_tasks": ("List tasks", True, False, True, False),
     "get_task_details": ("Task details", True, False, True, False),
     "register_task_info": ("Register task metadata", False, False, True, False),
@@ -41,8 +42,8 @@ EXPECTED = {
 }
 MODULES = {
     deploy_tools: list(EXPECTED)[:8],
-    task_calls: list(EXPECTED)[8:11],
-    registry_tools: list(EXPECTED)[11:],
+    task_calls: list(EXPECTED)[8:12],
+    registry_tools: list(EXPECTED)[12:],
 }
 TOOLS_DIR = PROJECT_ROOT / "mcs" / "tools"
 
@@ -52,7 +53,7 @@ def services(tmp_path: Path) -> Services:
     return Services(make_settings(tmp_path))
 
 
-def test_build_server_lists_the_16_tools_in_order_with_their_annotations(services: Services) -> None:
+def test_build_server_lists_the_17_tools_in_order_with_their_annotations(services: Services) -> None:
     async def listed():
         async with Client(build_server(services=services)) as client:
             return (await client.list_tools()).tools

@@ -1,23 +1,51 @@
 """Result models of the MCP tools: the original's keys (success, message, ...) plus typed fields.
 
 Every model is what a client receives as ``structuredContent`` and what its ``outputSchema`` describes. Failures
-are not modelled here: they come back as ``isError`` results with ``success: false``, ``error`` (a short code) and
-``message`` (what was wrong and what is accepted), plus the error's details.
+come back as ``isError`` results with ``success: false``, ``error`` (a short code) and ``message`` (what was wrong
+and what is accepted), plus the error's details: ``ErrorResult`` describes them (the edge adds it to every tool's
+outputSchema as ``$defs.ErrorResult``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from mcs.core.lifecycle import TestRun
-from mcs.core.models import TaskRecord
+from mcs.core.models import ParameterSpec, TaskRecord
 
 
 class ToolResult(BaseModel):
     success: bool = True
     message: str
+
+
+class ErrorResult(BaseModel):
+    """What every tool returns when it fails: an ``isError`` result whose structuredContent (and JSON text) is this
+    object. Each tool's outputSchema carries it under ``$defs.ErrorResult``; the keys besides success, error and
+    message depend on the error (the ones listed are the common ones; others may appear)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    success: Literal[False] = False
+    error: str = Field(
+        description="a short code: invalid_input, not_found, conflict, service_unavailable, timeout, task_failed, "
+        "worker_lost, deploy_failed, unauthorized or mcs_error"
+    )
+    message: str = Field(description="what was wrong, with which value, and what is accepted or what to do")
+    field: str | None = Field(None, description="invalid_input: the argument at fault, e.g. parameters[0].type")
+    rule: str | None = Field(None, description="invalid_input: what the argument must be")
+    suggestions: list[str] | None = Field(None, description="not_found: close names that do exist")
+    task_name: str | None = None
+    task_id: str | None = Field(None, description="timeout, task_failed: the call, for get_celery_result")
+    status: str | None = Field(None, description="the call's Celery state (timeout, task_failed)")
+    exception_type: str | None = Field(None, description="task_failed: the exception the task raised")
+    exception_message: str | None = None
+    traceback: str | None = Field(None, description="task_failed: the task's traceback (bounded)")
+    step: str | None = Field(None, description="deploy_failed: the deploy step that failed")
+    service: str | None = Field(None, description="service_unavailable: redis or deploy_worker")
+    categories: list[str] | None = Field(None, description="not_found (category): the categories that exist")
 
 
 class TaskCallResult(ToolResult):
@@ -41,24 +69,117 @@ class TaskSentResult(ToolResult):
     status: str = "SENT"
 
 
-class TaskStatusResult(ToolResult):
-    """The state of a task id MCS issued (a task that failed comes back as an error result, task_failed)."""
+class TaskStatusEntry(BaseModel):
+    """One id of get_celery_result(task_ids=...): its state, and its result or its error (an entry, not a failure of
+    the whole call)."""
 
     task_id: str
     task_name: str | None = None
     queue: str | None = None
-    status: str = Field(description="PENDING, STARTED, RETRY or SUCCESS")
-    ready: bool
+    status: str = Field(
+        description="PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED, or UNKNOWN (an id MCS did not issue, or "
+        "whose result expired)"
+    )
+    ready: bool = Field(description="finished: SUCCESS, FAILURE, REVOKED or UNKNOWN; nothing more will change")
+    result: Any = Field(None, description="the return value (SUCCESS)")
+    error: str | None = Field(None, description="task_failed, worker_lost or not_found when the call did not succeed")
+    message: str
+    exception_type: str | None = None
+    exception_message: str | None = None
+    traceback: str | None = Field(None, description="the end of the traceback (bounded)")
+    worker_lost_at: str | None = None
+    cancelled_at: str | None = Field(None, description="when cancel_celery_task revoked the call")
+
+
+class TaskStatusResult(ToolResult):
+    """The state of a task id MCS issued (a task that failed comes back as an error result, task_failed), or, with
+    task_ids, of several: one entry each, in the order given, with counts."""
+
+    task_id: str | None = Field(None, description="the id asked for (task_id; absent with task_ids)")
+    task_name: str | None = None
+    queue: str | None = None
+    status: str | None = Field(
+        None, description="PENDING, STARTED, RETRY, SUCCESS or REVOKED (task_id; with task_ids: in each entry)"
+    )
+    ready: bool = Field(description="finished (with task_ids: every one of them)")
     result: Any = None
     error: str | None = None
     worker_lost_at: str | None = Field(None, description="when the call's worker died (the call was delivered again)")
+    cancelled_at: str | None = Field(None, description="when cancel_celery_task revoked the call")
+    results: list[TaskStatusEntry] | None = Field(
+        None, description="with task_ids: one entry per id, in the order given"
+    )
+    counts: dict[str, int] | None = Field(
+        None, description="with task_ids: total, ready, pending, and failed (ready ones that did not succeed)"
+    )
+    waited_ms: float | None = Field(None, description="how long the call waited for results (wait_s)")
+
+
+class CancelResult(ToolResult):
+    """A call cancel_celery_task revoked, or found finished already."""
+
+    task_id: str
+    task_name: str
+    queue: str
+    status: str = Field(
+        description="the call's state now: REVOKED once cancelled; a finished call's final state; STARTED for a "
+        "running call (terminate=false leaves it running; terminate=true stops it)"
+    )
+    cancelled: bool = Field(
+        description="true: the call will not run (or, with terminate, is stopped); false: it had finished "
+        "already, or it runs and terminate was false"
+    )
+    terminate: bool = Field(description="whether a running call was to be stopped")
+    removed_from_queue: bool = Field(
+        False, description="the call still waited in its queue and was taken off it: no worker will receive it"
+    )
+
+
+class TaskSummary(BaseModel):
+    """A task as a listing shows it: what an agent needs to choose and call it (get_task_details has the rest)."""
+
+    name: str
+    description: str
+    parameters: list[ParameterSpec]
+    return_type: str
+    queue: str
+    category: str
+    score: float | None = Field(None, description="relevance to the query (BM25 over name, description, ...)")
+    matched: list[str] | None = Field(None, description="the words of the query this task matched")
+
+    @model_serializer(mode="wrap")
+    def _lean(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """score and matched only when there was a query: a listing stays as small as it can."""
+        data = handler(self)
+        for key in ("score", "matched"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
+
+    @classmethod
+    def of(cls, record: TaskRecord, score: float | None = None, matched: list[str] | None = None) -> TaskSummary:
+        return cls(
+            name=record.name,
+            description=record.description,
+            parameters=record.parameters,
+            return_type=record.return_type,
+            queue=record.queue,
+            category=record.category,
+            score=score,
+            matched=matched,
+        )
 
 
 class TaskListResult(ToolResult):
-    tasks: list[TaskRecord]
+    tasks: list[TaskSummary | TaskRecord] = Field(
+        description="compact summaries (detail compact, the default) or the full records (detail full); with a "
+        "query, best match first"
+    )
     total_count: int = Field(description="how many tasks match, over all pages")
     offset: int = 0
     limit: int
+    query: str | None = Field(None, description="the query the tasks were ranked by")
+    detail: str = Field("compact", description="compact or full")
 
 
 class TaskDetailsResult(ToolResult):
@@ -72,8 +193,9 @@ class RegisterResult(ToolResult):
 
 class CategoryTasksResult(ToolResult):
     category: str
-    tasks: list[TaskRecord]
+    tasks: list[TaskSummary | TaskRecord] = Field(description="compact summaries (the default) or full records")
     count: int
+    detail: str = Field("compact", description="compact or full")
 
 
 class CategoriesResult(ToolResult):

@@ -3,8 +3,9 @@
 A registered tool returns its model as ``structuredContent`` (with an ``outputSchema`` derived from the model)
 and as JSON text. Any ``MCSError`` becomes an ``isError`` result whose JSON carries ``success: false``, the error
 code, the message (what was wrong, which value, what is accepted) and its details, so the model can correct
-itself. An unexpected exception is logged with its traceback (to stderr) and reported with its type and message:
-the server never crashes on input and never answers a bare "unknown error".
+itself; every tool's outputSchema describes that shape too (``$defs.ErrorResult``). An unexpected exception is
+logged with its traceback (to stderr) and reported with its type and message: the server never crashes on input
+and never answers a bare "unknown error".
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import anyio.to_thread
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import Tool as MCPTool
 from pydantic import BaseModel, ValidationError
 
 from mcs.core.errors import InvalidInput, MCSError
+from mcs.core.results import ErrorResult
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,27 @@ def _text(data: dict[str, Any]) -> TextContent:
     return TextContent(type="text", text=json.dumps(data, ensure_ascii=False, default=str))
 
 
+ERROR_SCHEMA = ErrorResult.model_json_schema()
+ERROR_NOTE = (
+    "On failure (isError true) structuredContent is instead an ErrorResult ($defs.ErrorResult): success false, "
+    "error (a code), message, and the error's details (field, rule, suggestions, task_id, ...)."
+)
+
+
+def with_error_shape(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` (a success model's) plus ``$defs.ErrorResult`` and a note saying when it applies.
+
+    The root stays the success shape, so a client that validates successful results against outputSchema (the
+    SDK's does) keeps validating exactly what it did; neither the SDK's server nor its client validates an isError
+    result, so the error shape is documented there rather than merged into a union."""
+    described = schema.get("description")
+    return {
+        **schema,
+        "description": f"{described}\n\n{ERROR_NOTE}" if described else ERROR_NOTE,
+        "$defs": {**schema.get("$defs", {}), "ErrorResult": ERROR_SCHEMA},
+    }
+
+
 class MCSServer(MCPServer):
     """MCPServer whose argument-validation failures come back like every other MCS error: a structured result
     with success false, error "invalid_input", the field, the value and what is accepted (the SDK's own answer is
@@ -60,6 +84,22 @@ class MCSServer(MCPServer):
             await self._lowlevel_server.run(
                 read_stream, write_stream, self._lowlevel_server.create_initialization_options()
             )
+
+    async def list_tools(self) -> list[MCPTool]:
+        """The tools, each outputSchema also describing the error result (``with_error_shape``)."""
+        tools = await super().list_tools()
+        for tool in tools:
+            if tool.output_schema is not None:
+                tool.output_schema = with_error_shape(tool.output_schema)
+        return tools
+
+    def tool_inputs(self) -> dict[str, set[str]]:
+        """Each registered tool's parameter names (build_server describes in its instructions what is there)."""
+        return {t.name: set(t.parameters.get("properties", {})) for t in self._tool_manager.list_tools()}
+
+    def set_instructions(self, text: str) -> None:
+        """Replace the instructions the server sends at initialize (composed once every tool is registered)."""
+        self._lowlevel_server.instructions = text
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         try:
