@@ -14,7 +14,7 @@ from mcp.server.mcpserver import MCPServer
 
 from mcs.core.settings import Settings, load_settings
 from mcs.services import Services
-from mcs.tools import deploy_tools, registry_tools, resources, task_calls
+from mcs.tools import deploy_tools, pipeline_tools, registry_tools, resources, task_calls
 from mcs.tools.edge import MCSServer
 
 INSTRUCTIONS = """\
@@ -60,6 +60,7 @@ def build_server(settings: Settings | None = None, services: Services | None = N
     server = MCSServer(name="MCS", log_level=settings.log_level, max_json_depth=settings.max_json_depth)
     deploy_tools.register(server, services)  # generate_startMain_code, deploy_task, undeploy_task, ...
     task_calls.register(server, services)  # trigger_celery_task, send_celery_task, get_celery_result
+    pipeline_tools.register(server, services)  # run_pipeline, map_celery_task
     registry_tools.register(server, services)  # get_available_tasks, get_task_details, ...
     resources.register(server, services)  # mcs://tasks, mcs://tasks/{name}, ..., the build_a_task prompt
     server.set_instructions(instructions(server.tool_inputs()))

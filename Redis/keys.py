@@ -80,3 +80,7 @@ class Keys:
         revocations of one task's calls, where its worker can read them (Celery's workers keep revoked ids in
         memory only), and that MCS broadcasts again to a worker it finds answering."""
         return f"{key_prefix}mcs-revoked"
+
+    def batch(self, batch_id: str) -> str:
+        """STRING with TTL = result expiry, JSON: a pipeline's or a map's state (kind, status, steps or task ids)."""
+        return f"{self.prefix}batch:{batch_id}"

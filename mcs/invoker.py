@@ -19,6 +19,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -108,6 +109,8 @@ class TaskInvoker:
         self.app = celery_app  # unprefixed: tasks registered by hand, whose workers MCS did not deploy
         self.issued = issued or IssuedTasks(settings, registry.client)
         self.apps = apps or PrefixedApps(settings)
+        #: (id, wait_s) -> the state of an id that is not a task's (a pipeline's or a map's, mcs.pipelines), or None
+        self.follow: Callable[[str, float], TaskStatusResult | None] | None = None
         self._broker = broker
         # hostname -> (answered, monotonic time until which that answer holds); one lock per hostname
         self._liveness: dict[str, tuple[bool, float]] = {}
@@ -242,6 +245,9 @@ class TaskInvoker:
         _check_task_id(task_id, "task_id")
         issued = self.issued.find(task_id)
         if issued is None:
+            followed = self.follow(task_id, wait) if self.follow is not None else None
+            if followed is not None:  # a pipeline's or a map's id
+                return followed
             raise NotFound(self._unknown(task_id), task_id=task_id)
         prefix = issued.get("key_prefix", "")
         result = self._app(prefix).AsyncResult(task_id)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from mcs.deploy_client import DeployClient
     from mcs.invoker import TaskInvoker
+    from mcs.pipelines import Pipelines
     from Redis.registry import TaskRegistry
 
 
@@ -42,7 +43,16 @@ class Services:
     def invoker(self) -> TaskInvoker:
         from mcs.invoker import TaskInvoker
 
-        return TaskInvoker(self.settings, self.registry, self.celery_app)
+        invoker = TaskInvoker(self.settings, self.registry, self.celery_app)
+        invoker.follow = lambda batch_id, wait_s: self.pipelines.status(batch_id, wait_s)  # pipeline and map ids
+        return invoker
+
+    @cached_property
+    def pipelines(self) -> Pipelines:
+        from mcs.pipelines import Pipelines
+        from Redis.batches import Batches
+
+        return Pipelines(self.settings, self.invoker, Batches(self.settings, self.registry.client))
 
     @cached_property
     def deploy_client(self) -> DeployClient:

@@ -27,6 +27,8 @@ TOOLS = {
     "send_celery_task",
     "get_celery_result",
     "cancel_celery_task",
+    "run_pipeline",
+    "map_celery_task",
     "get_available_tasks",
     "get_task_details",
     "register_task_info",

@@ -15,7 +15,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp_server import build_server
 from mcs.core.settings import PROJECT_ROOT
 from mcs.services import Services
-from mcs.tools import deploy_tools, registry_tools, task_calls
+from mcs.tools import deploy_tools, pipeline_tools, registry_tools, task_calls
 from tests.helpers import make_settings
 
 pytestmark = pytest.mark.unit
@@ -34,6 +34,8 @@ EXPECTED = {
     "send_celery_task": ("Queue a task", False, False, False, True),
     "get_celery_result": ("Get a task's result", True, False, True, False),
     "cancel_celery_task": ("Cancel a task call", False, True, True, False),
+    "run_pipeline": ("Run a pipeline", False, False, False, True),
+    "map_celery_task": ("Map a task over items", False, False, False, True),
     "get_available_tasks": ("List tasks", True, False, True, False),
     "get_task_details": ("Task details", True, False, True, False),
     "register_task_info": ("Register task metadata", False, False, True, False),
@@ -43,7 +45,8 @@ EXPECTED = {
 MODULES = {
     deploy_tools: list(EXPECTED)[:8],
     task_calls: list(EXPECTED)[8:12],
-    registry_tools: list(EXPECTED)[12:],
+    pipeline_tools: list(EXPECTED)[12:14],
+    registry_tools: list(EXPECTED)[14:],
 }
 TOOLS_DIR = PROJECT_ROOT / "mcs" / "tools"
 
@@ -53,7 +56,7 @@ def services(tmp_path: Path) -> Services:
     return Services(make_settings(tmp_path))
 
 
-def test_build_server_lists_the_17_tools_in_order_with_their_annotations(services: Services) -> None:
+def test_build_server_lists_the_19_tools_in_order_with_their_annotations(services: Services) -> None:
     async def listed():
         async with Client(build_server(services=services)) as client:
             return (await client.list_tools()).tools

@@ -300,3 +300,35 @@ class TaskLogsResult(ToolResult):
     container_id: str
     lines: int
     logs: str
+
+
+class PipelineStep(BaseModel):
+    index: int
+    task_name: str
+    status: str = Field(description="WAITING, STARTED, SUCCESS or FAILURE")
+    task_id: str | None = None
+    elapsed_ms: float | None = None
+    error: str | None = Field(None, description="the error code of a failed step (task_failed, timeout, ...)")
+    message: str | None = None
+
+
+class PipelineResult(ToolResult):
+    """run_pipeline: the final result and each step's status and time (wait=false: the id to follow)."""
+
+    pipeline_id: str = Field(description="follow it with get_celery_result(task_id=pipeline_id, wait_s=...)")
+    status: str = Field(description="RUNNING (wait=false) or SUCCESS (a failed step is a task_failed error)")
+    result: Any = Field(None, description="the last step's result")
+    steps: list[PipelineStep]
+    elapsed_ms: float | None = None
+
+
+class MapResult(ToolResult):
+    """map_celery_task: one task over many argument sets, one batch id, results in order."""
+
+    batch_id: str = Field(description="follow it with get_celery_result(task_id=batch_id, wait_s=...)")
+    task_name: str
+    task_ids: list[str] = Field(description="one call per item, in order")
+    count: int
+    ready: bool = Field(description="every call finished within wait_s")
+    results: list[TaskStatusEntry] | None = Field(None, description="with wait_s: one entry per item, in order")
+    counts: dict[str, int] | None = None
