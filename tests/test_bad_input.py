@@ -88,12 +88,14 @@ CASES += [("get_celery_result", args, field) for args, field in (
 CASES += [("cancel_celery_task", {"task_id": t}, "task_id") for t in ("", "abc", "../x", 123, "x" * 100)]
 CASES += [("cancel_celery_task", {}, "task_id")]
 CASES += [("run_pipeline", {"steps": s}, f) for s, f in (
-    ([], "steps"), ("x", "steps"), ([{"task_name": "../x"}], "steps[0].task_name"), ([{"task_name": "echo_task",
-    "pass_result_as": "value"}], "steps[0].pass_result_as"), ([{"task_name": "echo_task", "kwargs": [1]}], "steps[0].kwargs"),
+    ([], "steps"), ("x", "steps"), ([{"task_name": "../x"}], "steps[0].task_name"),
+    ([{"task_name": "echo_task", "pass_result_as": "value"}], "steps[0].pass_result_as"),
+    ([{"task_name": "echo_task", "kwargs": [1]}], "steps[0].kwargs"),
 )]  # fmt: skip
 CASES += [("run_pipeline", {"steps": [{"task_name": "echo_task"}], "timeout_s": t}, "timeout_s") for t in (0, -1, "x")]
 CASES += [("map_celery_task", {"task_name": "echo_task", "items": i}, f) for i, f in (
-    ([], "items"), ("x", "items"), ([{"args": [1], "x": 2}], "items[0]"), ([{"kwargs": {"nope": 1}}], "items[0].kwargs"),
+    ([], "items"), ("x", "items"), ([{"args": [1], "x": 2}], "items[0]"),
+    ([{"kwargs": {"nope": 1}}], "items[0].kwargs"),
 )]  # fmt: skip
 CASES += [("map_celery_task", {"task_name": name, "items": [{}]}, "task_name") for name in BAD_NAMES]
 CASES += [("cancel_celery_task", {"task_id": A_TASK_ID, "terminate": t}, "terminate") for t in ("yes", 1, None)]
