@@ -261,7 +261,8 @@ def test_descriptions_cannot_inject_code(s: Settings, load_app) -> None:
     assert imports == [
         "import os as _os", "import sys as _sys", "from urllib.parse import quote as _quote",
         "from celery import Celery as _Celery", "from celery import Task as _Task",
-        "from celery import signals as _signals", "from typing import Any",
+        "from celery import signals as _signals",
+        "from celery.exceptions import Ignore as _Ignore", "from typing import Any",
     ]  # fmt: skip
     module = load_app(result)
     assert module.add_numbers.__doc__.startswith(EVIL + "\n")

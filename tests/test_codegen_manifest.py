@@ -272,8 +272,11 @@ class FakeClient:
     def expire(self, key: str, seconds: int) -> None:
         pass
 
-    def execute(self) -> list[int]:
-        return [self.counts[self.queued[0]], True]
+    def zscore(self, key: str, member: str) -> None:
+        self.revoked_key = key  # no call of these tests was cancelled
+
+    def execute(self) -> list[Any]:
+        return [self.counts[self.queued[0]], True, None]
 
     def set(self, key: str, value: Any, ex: int | None = None) -> None:
         if self.fail_set:

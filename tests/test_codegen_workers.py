@@ -337,6 +337,16 @@ def test_retry_policy_under_a_key_prefix_and_a_serve_queue(settings: Settings, t
         assert (counters / "bad").read_text() == "1"
         assert backend.get(f"{prefix}mcs-attempts:{bad.id}") is None
         assert backend.get(f"{prefix}mcs-deliveries:{bad.id}") == b"1"
+
+        # A call MCS cancelled while no worker listened: the revocation is under the prefix, the worker skips it.
+        cancelled_id = str(uuid.uuid4())
+        backend.zadd(f"{prefix}mcs-revoked", {cancelled_id: time.time()})
+        skipped = app.send_task("mcp_app.bad_value", args=[str(counters), "cancelled"], queue=serve,
+                                task_id=cancelled_id)  # fmt: skip
+        after = send(app, serve, "flaky_fetch", args=[str(counters), "after"])  # served after the skipped one
+        after.get(timeout=RESULT_TIMEOUT_S, propagate=False)
+        assert not (counters / "cancelled").exists()  # its body never ran
+        assert backend.get(f"{prefix}mcs-deliveries:{skipped.id}") == b"1"  # it was delivered, and ignored
     for call in (flaky, down, bad):  # nothing of these calls outside the prefix
         assert all(key.decode().startswith(prefix) for key in backend.scan_iter(match=f"*{call.id}*"))
     assert list(backend.scan_iter(match=f"*mcs-attempts:{down.id}")) == [f"{prefix}mcs-attempts:{down.id}".encode()]
