@@ -19,13 +19,36 @@ log = logging.getLogger(__name__)
 # answer in time. The prefix is the task's: its remote-control channel is under it.
 Probe = Callable[..., list[str] | None]
 
+#: How long each probe waits for the answer: short at first (a request sent before the new worker listens is lost,
+#: and waits for nothing but its timeout), longer the more often it went unanswered (a slow worker's answer must
+#: fit in), at most PROBE_TIMEOUT_MAX_S.
+PROBE_TIMEOUT_FIRST_S = 0.1
+PROBE_TIMEOUT_GROWTH = 1.2
+PROBE_TIMEOUT_MAX_S = 0.5
+#: The probe's own connection blocks on Redis for this long at most (kombu's BRPOP timeout, 1 s by default).
+PROBE_POLL_S = 0.05
+
+
+def probe_timeouts() -> Iterator[float]:
+    timeout = PROBE_TIMEOUT_FIRST_S
+    while True:
+        yield timeout
+        timeout = min(PROBE_TIMEOUT_MAX_S, timeout * PROBE_TIMEOUT_GROWTH)
+
 
 def registered_tasks(apps: PrefixedApps, hostname: str, timeout_s: float, key_prefix: str = "") -> list[str] | None:
     """The Probe of a real Celery worker: the task names it registers, from ``inspect().registered()`` sent on the
-    remote-control channel of its prefix (with MCS's own credentials: a task's user cannot reach another's)."""
+    remote-control channel of its prefix (with MCS's own credentials: a task's user cannot reach another's).
+
+    Each probe has a connection of its own, with a short BRPOP: with the app's pooled connection, a probe that went
+    unanswered left its BRPOP (kombu waits 1 s on Redis) on the connection, on a reply queue whose name changes
+    with each probe (kombu's oid of the bound mailbox), so the next probe's answer waited in Redis until that BRPOP
+    ended and was then dropped with its queue: a new worker's first answer came about 0.6 s after it was ready."""
     app = apps.get(key_prefix)
     try:
-        replies = app.control.inspect(destination=[hostname], timeout=timeout_s, limit=1).registered()
+        with app.connection_for_write(transport_options={"polling_interval": PROBE_POLL_S}) as connection:
+            inspect = app.control.inspect(destination=[hostname], timeout=timeout_s, limit=1, connection=connection)
+            replies = inspect.registered()
     except Exception as exc:
         from kombu.exceptions import OperationalError
 
@@ -62,11 +85,13 @@ def wait_healthy(
     registered ones."""
     deadline = time.monotonic() + timeout_s
     names = [tasks] if isinstance(tasks, str) else tasks
-    while time.monotonic() < deadline:
+    for probe_timeout in probe_timeouts():
+        if time.monotonic() >= deadline:
+            break
         state = runtime.state(handle)
         if state in ("EXITED", "MISSING", "RESTARTING"):
             raise DeployError(f"the new worker stopped before answering (state {state}): see log_tail", step="health")
-        registered = probe(handle.hostname, 0.5)
+        registered = probe(handle.hostname, probe_timeout)
         if registered is not None:
             missing = [celery_task_name(n) for n in names if celery_task_name(n) not in registered]
             if not missing:

@@ -240,6 +240,50 @@ def test_concurrent_deploys_of_one_task(deploy_settings: Settings, deploy_worker
         mcp(deploy_settings, ("undeploy_task", {"task_name": task}))
 
 
+def test_tasks_with_one_requirement_set_share_its_dependency_image(
+    deploy_settings: Settings, deploy_worker, docker_client
+) -> None:
+    """Dependencies are installed once per requirement set: a second task with the same set and a code-only change
+    build on the same dependency image (same id, its layers under theirs), and the wheelhouse is resolved once."""
+    s, tasks = deploy_settings, ("deps_one", "deps_two")
+    body = 'import six\nreturn a + b + int(six.__version__.split(".")[1])  # {}'  # six 1.16.0: + 16
+
+    def gen(task: str, nonce: str) -> tuple[str, dict[str, Any]]:
+        name, args = generate(body.format(nonce), task=task)
+        return name, {**args, "queue": f"{task}_q", "requirements": ["six==1.16.0"]}
+
+    def dep(task: str) -> tuple[str, dict[str, Any]]:
+        return "deploy_task", {"task_name": task, "queue": f"{task}_q"}
+
+    def deps_images() -> list[Any]:
+        return docker_client.images.list(filters={"label": ["mcs.deps=1", f"{TEST_LABEL}=1"]})
+
+    for image in deps_images():  # an earlier run's would make the first deploy a reuse
+        docker_client.images.remove(image.id, force=True)
+    try:
+        first = ok(mcp(s, gen(tasks[0], "v1"), dep(tasks[0]))[1])
+        [deps] = deps_images()
+        results = mcp(
+            s, gen(tasks[0], "v2"), dep(tasks[0]), gen(tasks[1], "v1"), dep(tasks[1]), trigger(task=tasks[0]),
+            trigger(task=tasks[1]),
+        )  # fmt: skip
+        changed, second = ok(results[1]), ok(results[3])
+        assert ok(results[4])["result"] == ok(results[5])["result"] == 46
+        assert changed["version"] != first["version"]
+        assert [image.id for image in deps_images()] == [deps.id]  # neither deploy made another one
+        deps_layers = deps.attrs["RootFS"]["Layers"]
+        for result in (changed, second):
+            image = docker_client.images.get(result["docker_image"])
+            assert image.attrs["RootFS"]["Layers"][: len(deps_layers)] == deps_layers
+            assert image.labels["mcs.deps"] == "0" and image.labels["mcs.deps.key"] == deps.labels["mcs.deps.key"]
+        sets = list((s.deployments_dir / ".wheelhouses" / "sets").glob("*.json"))
+        assert len(sets) == 1, sets  # resolved once, in the deploy worker's data folder
+    finally:
+        mcp(s, *[("undeploy_task", {"task_name": task}) for task in tasks])
+        for image in deps_images():
+            docker_client.images.remove(image.id, force=True)
+
+
 def raw_deploy(settings: Settings, message: Any) -> dict[str, Any]:
     """Push a deploy message at the deploy queue as anyone with broker access could."""
     app = create_celery_app(settings)

@@ -315,6 +315,9 @@ def test_build_start_call_inspect_reuse_remove(
     logger.info("image build without requirements: %.2f s", build_s)
     assert artifact == Artifact(runtime="docker", ref=tag, id=artifact.id, reused=False, build_log_tail=ANY_STR)
     assert any(step.startswith("Step ") for step in steps)
+    # The labels come in one LABEL step the deploy worker appends (the daemon would make one step per label).
+    assert [step.split(" : ", 1)[1].split()[0] for step in steps if step.startswith("Step ")][-1:] == ["LABEL"]
+    assert sum(" : LABEL " in step for step in steps) == 1, steps
     assert _folder_listing(spec.folder) == before, "the deployment folder must stay as it was"
     image = docker_client.images.get(tag)
     assert image.id == artifact.id

@@ -15,7 +15,7 @@ import pytest
 
 from deploy_mcp.docker import wheelhouse
 from deploy_mcp.docker.base_image import ensure_base_image
-from deploy_mcp.docker.wheelhouse import prepare_wheelhouse, requirement_lines
+from deploy_mcp.docker.wheelhouse import prepare_wheelhouse, requirement_lines, resolve_wheelhouse
 from mcs.core.errors import DeployError, InvalidInput
 from mcs.core.settings import Settings
 from tests.helpers import TEST_LABEL
@@ -67,6 +67,9 @@ def test_wheelhouse_cache_hit_needs_no_resolution(
     started = time.monotonic()
     assert prepare_wheelhouse(["six==1.16.0"], tmp_path / "b", **kwargs) == first
     logger.info("wheelhouse from the cache: %.3f s", time.monotonic() - started)
+    again = resolve_wheelhouse(["six==1.16.0"], **kwargs)  # what a build asks: the set, no copy, no container
+    assert again is not None and again.resolved is False and sorted(again.wheels) == first
+    assert list((cache / "sets").glob("*.json")) == [cache / "sets" / f"{again.key}.json"]
     assert (tmp_path / "b" / first[0]).read_bytes() == (tmp_path / "a" / first[0]).read_bytes()
     (cache / "wheels" / first[0]).write_bytes(b"tampered")
     with pytest.raises(AssertionError, match="must not run"):  # a changed cache file is not trusted

@@ -7,4 +7,5 @@
 - :mod:`.base_image`: the worker base image, built locally (:mod:`.recipe` says what is in it, :mod:`.rootfs`
   makes its root folder); ``python -m deploy_mcp.docker.base_image [--force]``.
 - :mod:`.wheelhouse`: a task's pinned requirements resolved inside a container of the base image, cached.
+- :mod:`.deps`: the dependency image of a requirement set (the base image plus its wheels, installed once).
 """

@@ -1,9 +1,15 @@
-"""The image build of one task version: a temporary build context, the wheelhouse, the daemon's build stream.
+"""The image build of one task version: a temporary build context, its dependencies, the daemon's build stream.
 
-The deployment folder is copied to a temporary context (so the folder stays as it was); the task's validated
-requirement lines and their wheelhouse (:func:`deploy_mcp.docker.wheelhouse.prepare_wheelhouse`) are added, and
-the image is built with ``network_mode="none"``. A failed build leaves neither step containers nor the step
-images it created; images that existed before are never touched.
+The deployment folder is copied to a temporary context (so the folder stays as it was) and the task's validated
+requirement lines replace its ``requirements.txt``. Their wheels are resolved once per requirement set
+(:func:`deploy_mcp.docker.wheelhouse.resolve_wheelhouse`, cached). A Dockerfile that declares ``ARG
+MCS_DEPS_IMAGE`` (MCS's rendered recipe) gets the task's dependency image (:mod:`deploy_mcp.docker.deps`: made once
+per set and base image, shared by every task with that set), or the base image without requirements, and no
+wheelhouse in its context; any other Dockerfile gets ``wheelhouse/`` in its context, as before, and installs
+from it itself. The image is built with ``network_mode="none"``; its labels are set by one ``LABEL`` step
+appended to the Dockerfile (the daemon would make one step per label), or by the build's labels when a value is
+not plain. A failed build leaves neither step containers nor the step images it created; images that existed
+before are never touched.
 """
 
 from __future__ import annotations
@@ -21,9 +27,11 @@ import docker.errors
 
 from deploy_mcp.docker.client import docker_errors, get_image
 from deploy_mcp.docker.containers import labels_of
-from deploy_mcp.docker.wheelhouse import prepare_wheelhouse
+from deploy_mcp.docker.deps import LABEL_DEPS, ensure_deps_image
+from deploy_mcp.docker.wheelhouse import ResolvedSet, StaleWheel, resolve_wheelhouse
 from deploy_mcp.runtime import LABEL_MANAGED, LABEL_TASK, LABEL_VERSION, BuildSpec, Progress, say
 from mcs.core.errors import DeployError, MCSError, ServiceUnavailable
+from mcs.core.worker_image import DEPS_ARG, uses_deps_image
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +39,8 @@ BUILD_LOG_TAIL_LINES = 60
 BUILD_MEMORY_BYTES = 2 * 1024**3  # for RUN steps during the build (pip install from the wheelhouse)
 
 _STEP_IMAGE = re.compile(r" ---> ([0-9a-f]{12})")
+_PLAIN_LABEL_KEY = re.compile(r"[A-Za-z0-9._/-]{1,128}")
+_PLAIN_LABEL_VALUE = re.compile(r"[A-Za-z0-9._/:@+,=-]{1,1024}")
 _STEP_CONTAINER = re.compile(r" ---> Running in ([0-9a-f]{12})")
 
 
@@ -47,38 +57,89 @@ def build_in_context(
 ) -> tuple[str, str]:
     """Build ``tag`` from a copy of ``spec.folder`` with ``spec.dockerfile``; returns (image id, build log tail)."""
     folder = Path(spec.folder)
+    with_deps_arg = uses_deps_image(spec.dockerfile)
+    labels = dict(spec.labels)
+    buildargs: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="mcs-build-") as tmp:
         context = Path(tmp) / "context"
         try:
             shutil.copytree(folder, context, symlinks=True)
-            (context / "Dockerfile").write_text(spec.dockerfile)
+            wheelhouse = context / "wheelhouse"
+            if (requirements or with_deps_arg) and (wheelhouse.is_symlink() or wheelhouse.exists()):
+                # Never the folder's own: ours, or none (a deps-image recipe installs nothing from the context).
+                if wheelhouse.is_symlink() or wheelhouse.is_file():
+                    wheelhouse.unlink()
+                else:
+                    shutil.rmtree(wheelhouse)
+            if requirements:
+                # Exactly the validated lines: an option line in the folder's file cannot reach pip.
+                (context / "requirements.txt").write_text("\n".join(requirements) + "\n")
         except OSError as exc:
             raise DeployError(
                 f"cannot prepare the build context from {folder}: {exc}", step="build", folder=str(folder)
             ) from exc
         if requirements:
-            # Exactly the validated lines: an option line in the folder's file cannot reach pip.
-            (context / "requirements.txt").write_text("\n".join(requirements) + "\n")
-            wheelhouse = context / "wheelhouse"
-            if wheelhouse.is_symlink() or wheelhouse.is_file():
-                wheelhouse.unlink()
-            elif wheelhouse.exists():
-                shutil.rmtree(wheelhouse)
-            prepare_wheelhouse(
-                requirements,
-                wheelhouse,
-                wheel_cache_dir,
-                progress,
-                base_image=base_image,
-                client=client,
-                max_requirements=max_requirements,
-                extra_labels=spec.extra_labels,
-            )
-        return build_image(client, context, tag, spec, progress)
+            resolve = {"base_image": base_image, "client": client, "max_requirements": max_requirements}
+            resolve |= {"extra_labels": spec.extra_labels, "verify": False}
+            resolved = resolve_wheelhouse(requirements, wheel_cache_dir, progress, **resolve)
+            assert resolved is not None
+            try:
+                _use_wheels(client, resolved, spec, context, with_deps_arg, buildargs, progress)
+            except StaleWheel:  # a cache file changed since it was stored: the set is resolved again
+                resolved = resolve_wheelhouse(requirements, wheel_cache_dir, progress, **resolve)
+                assert resolved is not None
+                _use_wheels(client, resolved, spec, context, with_deps_arg, buildargs, progress)
+            if with_deps_arg:
+                labels[LABEL_DEPS] = "0"  # built on a dependency image, not one itself
+        elif with_deps_arg:
+            buildargs[DEPS_ARG] = base_image
+        dockerfile = spec.dockerfile
+        if _plain_labels(labels) and not dockerfile.rstrip().endswith("\\"):
+            line = "LABEL " + " ".join(f"{key}={value}" for key, value in labels.items())
+            dockerfile = dockerfile.rstrip("\n") + "\n# Added by the deploy worker (its labels):\n" + line + "\n"
+            labels = {}
+        try:
+            (context / "Dockerfile").write_text(dockerfile)
+        except OSError as exc:
+            raise DeployError(f"cannot write the build context: {exc}", step="build", folder=str(folder)) from exc
+        return build_image(client, context, tag, spec, progress, labels=labels, buildargs=buildargs)
 
 
-def build_image(client: Any, context: Path, tag: str, spec: BuildSpec, progress: Progress | None) -> tuple[str, str]:
+def _use_wheels(
+    client: Any,
+    resolved: ResolvedSet,
+    spec: BuildSpec,
+    context: Path,
+    with_deps_arg: bool,
+    buildargs: dict[str, str],
+    progress: Progress | None,
+) -> None:
+    """The dependency image as the build argument, or the wheels into the context's ``wheelhouse/``."""
+    if with_deps_arg:
+        deps = ensure_deps_image(client, resolved, extra_labels=spec.extra_labels, progress=progress)
+        buildargs[DEPS_ARG] = deps.ref
+    else:
+        resolved.copy_to(context / "wheelhouse")
+
+
+def _plain_labels(labels: dict[str, str]) -> bool:
+    """Labels a ``LABEL`` line can carry as they are: no quoting, no variable substitution, nothing to escape."""
+    return all(_PLAIN_LABEL_KEY.fullmatch(str(k)) and _PLAIN_LABEL_VALUE.fullmatch(str(v)) for k, v in labels.items())
+
+
+def build_image(
+    client: Any,
+    context: Path,
+    tag: str,
+    spec: BuildSpec,
+    progress: Progress | None,
+    *,
+    labels: dict[str, str] | None = None,
+    buildargs: dict[str, str] | None = None,
+) -> tuple[str, str]:
     """Run the daemon's build of ``context`` as ``tag``; returns (image id, the last lines of the build log).
+
+    ``labels`` default to the spec's (an empty dict: the Dockerfile sets them itself).
 
     A failed build raises DeployError(step="build", build_log_tail=...) after removing what it left.
     """
@@ -110,7 +171,8 @@ def build_image(client: Any, context: Path, tag: str, spec: BuildSpec, progress:
                     rm=True,
                     forcerm=True,
                     pull=False,
-                    labels=spec.labels,
+                    labels=spec.labels if labels is None else labels,
+                    buildargs=buildargs or None,
                     container_limits={"memory": BUILD_MEMORY_BYTES, "memswap": BUILD_MEMORY_BYTES},
                     decode=True,
                 )

@@ -1,9 +1,11 @@
 """The Docker worker runtime: one hardened container per task version, built from a local image.
 
 ``build`` makes the image ``mcs-<task>:<version>`` from the deployment folder (:mod:`deploy_mcp.docker.build`:
-a temporary build context, ``network_mode="none"``, the task's pinned requirements resolved beforehand into
-``wheelhouse/`` inside a throwaway container of the base image, see :mod:`deploy_mcp.docker.wheelhouse` for the
-3.11.2 marker trap). An image with that tag and the same ``mcs.version`` label is reused, not rebuilt.
+a temporary build context, ``network_mode="none"``, the task's pinned requirements resolved once per requirement
+set inside a throwaway container of the base image, see :mod:`deploy_mcp.docker.wheelhouse` for the 3.11.2 marker
+trap, and installed once per set into a dependency image the task image builds on, :mod:`deploy_mcp.docker.deps`).
+An image with that tag and the same ``mcs.version`` label is reused, not rebuilt. The resolved wheelhouses are
+kept in ``settings.deployments_dir / ".wheelhouses"`` unless ``wheel_cache_dir`` says otherwise.
 
 ``start`` runs the Celery worker with every setting of the hardening table (``/work/shared/reference/
 security-testing.md``): non-root 10001:10001, read-only root with a ``noexec`` tmpfs ``/tmp``, all capabilities
@@ -74,6 +76,8 @@ REDIS_SOCKET_DIR = "/run/mcs-redis"
 #: dockerd runtimes for gVisor (registered by .ci/run and the README's daemon.json): without and with a network.
 GVISOR_RUNTIME = "runsc"
 GVISOR_HOST_RUNTIME = "runsc-host"
+#: The resolved wheelhouses, content-addressed, under the deploy worker's data folder.
+WHEELHOUSES = ".wheelhouses"
 
 
 def container_runtime(sandbox: str, network: str) -> str | None:
@@ -105,7 +109,7 @@ class DockerRuntime:
         self.settings = settings
         self._client = client
         self._own_client = False
-        self.wheel_cache_dir = wheel_cache_dir
+        self.wheel_cache_dir = settings.deployments_dir / WHEELHOUSES if wheel_cache_dir is None else wheel_cache_dir
         self.description = f"docker (hardened containers from {settings.worker_base_image})"
 
     def check(self) -> None:
@@ -241,7 +245,7 @@ class DockerRuntime:
             text = "...\n" + text[-LOGS_MAX_CHARS:]
         return text
 
-    def remove(self, handle: WorkerHandle) -> None:
+    def remove(self, handle: WorkerHandle, drain_s: float | None = None) -> None:
         with docker_errors("remove", container=handle.name):
             container = get_container(self.client, handle.id)
             if container is None:
@@ -252,7 +256,7 @@ class DockerRuntime:
                     step="remove",
                     container=container.name,
                 )
-            self._stop_and_remove(container)
+            self._stop_and_remove(container, drain_s)
         logger.info("removed worker %s", handle.name)
 
     def remove_artifact(self, artifact_ref: str) -> None:
@@ -318,10 +322,10 @@ class DockerRuntime:
             artifact_ref=labels.get(LABEL_ARTIFACT) or (tags[0] if tags else ""),
         )
 
-    def _stop_and_remove(self, container: Any) -> None:
+    def _stop_and_remove(self, container: Any, drain_s: float | None = None) -> None:
         try:
             if container.status in ("running", "restarting", "paused"):
-                container.stop(timeout=STOP_TIMEOUT_S)
+                container.stop(timeout=int(drain_s or STOP_TIMEOUT_S))  # SIGTERM: a warm shutdown first
             container.remove(force=True)
         except docker.errors.NotFound:
             return

@@ -15,13 +15,19 @@ image. Requirements and the host CA bundle go in with ``put_archive`` and the wh
 ``PIP_*`` variable and no pip configuration file (``PIP_CONFIG_FILE=/dev/null`` plus ``--isolated``), the CA
 bundle given with ``--cert``, only the proxy variables forwarded, argument lists only.
 
-Resolved sets are cached in ``~/.cache/mcs/wheels`` (``wheels/`` holds the files, ``sets/<key>.json`` the list
-for one requirement set and base image): deploying the same requirements again copies the wheels without network.
+Resolved sets are cached, content-addressed, in the deploy worker's data folder (``DockerRuntime`` passes
+``settings.deployments_dir / ".wheelhouses"``; direct callers default to ``~/.cache/mcs/wheels``): ``wheels/``
+holds the wheel files, ``sets/<key>.json`` the wheels and their sha256 for one requirement set and base image id.
+Deploying the same requirement set again starts no resolver container and needs no network
+(:func:`resolve_wheelhouse`); the wheels are checked against their digests whenever they are used. The resolved
+set also names the task's dependency image (:mod:`deploy_mcp.docker.deps`), so a set whose image exists needs its
+wheels no more.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -31,7 +37,8 @@ import re
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +86,94 @@ def requirement_lines(lines: Iterable[Any], max_requirements: int) -> list[str]:
     return out
 
 
+class StaleWheel(DeployError):
+    """A cached wheel is missing or no longer has its digest; its set was forgotten."""
+
+
+@dataclass(frozen=True)
+class ResolvedSet:
+    """One requirement set resolved for one base image: its wheels (file name -> sha256) in the cache."""
+
+    key: str  # the set's cache key: a hash of the requirement lines and the base image id
+    requirements: tuple[str, ...]  # the normalised lines, as given
+    base_image_id: str
+    wheels: Mapping[str, str]
+    cache: Path
+    resolved: bool  # True when the resolver container ran for this call (the set was not cached)
+
+    def wheel_path(self, name: str) -> Path:
+        return self.cache / "wheels" / name
+
+    def verified_wheels(self) -> Iterator[tuple[str, Path]]:
+        """(name, path) of each wheel, after checking its digest: a changed cache file raises DeployError (and the
+        set is forgotten, so the next deploy resolves it again)."""
+        for name, digest in sorted(self.wheels.items()):
+            path = self.wheel_path(name)
+            if not path.is_file() or _sha256(path) != digest:
+                logger.warning("wheel cache entry %s is missing or changed; the set will be resolved again", name)
+                (self.cache / "sets" / f"{self.key}.json").unlink(missing_ok=True)
+                raise StaleWheel(
+                    f"the cached wheel {name} is missing or changed; deploy again to resolve the requirements anew",
+                    step="wheelhouse",
+                    wheel=name,
+                )
+            yield name, path
+
+    def copy_to(self, dest: Path) -> list[str]:
+        """Copy the wheels into ``dest`` (created); returns their names, sorted."""
+        dest.mkdir(parents=True, exist_ok=True)
+        for name, path in self.verified_wheels():
+            shutil.copyfile(path, dest / name)
+        return sorted(self.wheels)
+
+
+def resolve_wheelhouse(
+    requirements: list[str],
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
+    *,
+    base_image: str,
+    client: Any = None,
+    max_requirements: int = DEFAULT_MAX_REQUIREMENTS,
+    extra_labels: Mapping[str, str] | None = None,
+    timeout_s: float = PIP_TIMEOUT_S,
+    verify: bool = True,
+) -> ResolvedSet | None:
+    """The wheels of ``requirements`` for ``base_image``: from the cache, else resolved and cached. None when there
+    is no requirement.
+
+    The set is resolved inside a throwaway container of ``base_image`` (exact for its interpreter; ``client`` is a
+    docker-py client, ``extra_labels`` go onto that container). A set resolved before for the same image (its id)
+    comes from ``cache_dir`` without any container or network. ``verify``: a cached set counts only when its wheels
+    still have their digests (else it is resolved again); without it, only their presence is checked here (for a
+    caller that may not need the files: the digests are checked again whenever they are used).
+    Invalid lines raise InvalidInput; a failed resolution raises DeployError(step="wheelhouse", output_tail=...).
+    """
+    reqs = requirement_lines(requirements, max_requirements)
+    if not reqs:
+        return None
+    cache = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
+    resolver = _ContainerResolver(base_image, client, dict(extra_labels or {}), timeout_s)
+    identity = resolver.identity()
+    key = _set_key(reqs, identity)
+    cached = _cached_set(cache, key, verify)
+    if cached is None:
+        with cache_lock(cache, f"set-{key}"):  # one resolution per set, whatever runs at the same time
+            cached = _cached_set(cache, key, verify)
+            if cached is None:
+                say(progress, f"wheelhouse: resolving {len(reqs)} requirements ({resolver.describe()})", logger)
+                with tempfile.TemporaryDirectory(prefix="mcs-wheelhouse-") as tmp:
+                    downloaded = Path(tmp) / "wheels"
+                    downloaded.mkdir()
+                    resolver.download(reqs, downloaded)
+                    wheels = _store_in_cache(cache, downloaded)
+                _write_set(cache, key, reqs, identity, wheels)
+                say(progress, f"wheelhouse: {len(wheels)} wheels: {', '.join(sorted(wheels))}", logger)
+                return ResolvedSet(key, tuple(reqs), identity["image_id"], wheels, cache, resolved=True)
+    say(progress, f"wheelhouse: {len(cached)} wheels for {len(reqs)} requirements from the cache", logger)
+    return ResolvedSet(key, tuple(reqs), identity["image_id"], cached, cache, resolved=False)
+
+
 def prepare_wheelhouse(
     requirements: list[str],
     dest: Path,
@@ -93,32 +188,22 @@ def prepare_wheelhouse(
 ) -> list[str]:
     """Put every wheel ``requirements`` need into ``dest`` (created); returns the wheel file names, sorted.
 
-    The set is resolved inside a throwaway container of ``base_image`` (exact for its interpreter; ``client`` is a
-    docker-py client, ``extra_labels`` go onto that container). A set resolved before for the same image comes
-    from ``cache_dir`` without network. Invalid lines raise InvalidInput; a failed resolution raises
-    DeployError(step="wheelhouse", output_tail=...).
+    :func:`resolve_wheelhouse`, then a copy of the wheels (for a Dockerfile that installs from ``wheelhouse/`` in
+    its build context itself).
     """
-    reqs = requirement_lines(requirements, max_requirements)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    if not reqs:
+    options = {"base_image": base_image, "client": client, "max_requirements": max_requirements}
+    options |= {"extra_labels": extra_labels, "timeout_s": timeout_s, "verify": False}
+    resolved = resolve_wheelhouse(requirements, cache_dir, progress, **options)
+    if resolved is None:
         return []
-    cache = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
-    resolver = _ContainerResolver(base_image, client, dict(extra_labels or {}), timeout_s)
-    key = _set_key(reqs, resolver.identity())
-    cached = _cached_set(cache, key)
-    if cached is not None:
-        say(progress, f"wheelhouse: {len(cached)} wheels for {len(reqs)} requirements from the cache", logger)
-        return _copy_out(cache, cached, dest)
-    say(progress, f"wheelhouse: resolving {len(reqs)} requirements ({resolver.describe()})", logger)
-    with tempfile.TemporaryDirectory(prefix="mcs-wheelhouse-") as tmp:
-        downloaded = Path(tmp) / "wheels"
-        downloaded.mkdir()
-        resolver.download(reqs, downloaded)
-        wheels = _store_in_cache(cache, downloaded)
-    _write_set(cache, key, reqs, resolver.identity(), wheels)
-    say(progress, f"wheelhouse: {len(wheels)} wheels: {', '.join(sorted(wheels))}", logger)
-    return _copy_out(cache, wheels, dest)
+    try:
+        return resolved.copy_to(dest)
+    except StaleWheel:  # a cache file changed since it was stored: resolve the set again
+        resolved = resolve_wheelhouse(requirements, cache_dir, progress, **options)
+        assert resolved is not None
+        return resolved.copy_to(dest)
 
 
 class _ContainerResolver:
@@ -228,12 +313,27 @@ class _ContainerResolver:
 # --- Cache ---------------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def cache_lock(cache: Path, name: str) -> Iterator[None]:
+    """An exclusive lock of the cache for ``name`` (a set's resolution, a dependency image's build), held by this
+    process until the block ends: deploys running in parallel (threads or processes) wait for each other's work
+    instead of doing it twice. A lock file is left behind, empty."""
+    locks = cache / "locks"
+    locks.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with (locks / f"{name}.lock").open("a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def _set_key(reqs: list[str], identity: dict[str, Any]) -> str:
     canonical = json.dumps({"format": CACHE_FORMAT, "requirements": sorted(reqs), "target": identity}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
-def _cached_set(cache: Path, key: str) -> dict[str, str] | None:
+def _cached_set(cache: Path, key: str, verify: bool) -> dict[str, str] | None:
     path = cache / "sets" / f"{key}.json"
     try:
         wheels = json.loads(path.read_text())["wheels"]
@@ -242,10 +342,10 @@ def _cached_set(cache: Path, key: str) -> dict[str, str] | None:
     if not isinstance(wheels, dict):
         return None
     for name, digest in wheels.items():
-        if not isinstance(name, str) or not _WHEEL_NAME.fullmatch(name):
+        if not isinstance(name, str) or not _WHEEL_NAME.fullmatch(name) or not isinstance(digest, str):
             return None
         wheel = cache / "wheels" / name
-        if not wheel.is_file() or _sha256(wheel) != digest:
+        if not wheel.is_file() or (verify and _sha256(wheel) != digest):
             logger.info("wheel cache entry %s is missing or changed; resolving again", name)
             return None
     return wheels
@@ -276,12 +376,6 @@ def _write_set(cache: Path, key: str, reqs: list[str], identity: dict[str, Any],
     with os.fdopen(fd, "w") as fh:
         json.dump(data, fh, indent=1, sort_keys=True)
     os.replace(tmp, sets / f"{key}.json")
-
-
-def _copy_out(cache: Path, wheels: Mapping[str, str], dest: Path) -> list[str]:
-    for name in wheels:
-        shutil.copyfile(cache / "wheels" / name, dest / name)
-    return sorted(wheels)
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:

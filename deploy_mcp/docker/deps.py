@@ -1,0 +1,253 @@
+"""A task's dependency image: the base image plus its requirements, made once per requirement set and shared.
+
+``mcs-deps:<key>`` is the base image with the wheels of one resolved requirement set installed into its venv by
+:func:`mcs.core.worker_image.deps_install_argv`. ``<key>`` hashes the base image's id, the requirement lines, the
+resolved wheels (names and sha256) and that command, so every task with the same requirement set on the same base
+image builds ``FROM`` the same image (``ARG MCS_DEPS_IMAGE`` of the rendered Dockerfile): a code-only change, or a
+second task with the same set, installs nothing.
+
+It is made without a Dockerfile, because the classic builder has no way to use a file in a ``RUN`` step without a
+layer holding it: a container of the base image (no network, all capabilities dropped, root in it only so that it
+can write the root-owned venv) gets the wheelhouse with ``put_archive`` at ``/mcs-wheelhouse``, runs pip and then
+deletes the wheelhouse in the same process, and is committed. The wheels are written and deleted in the
+container's own writable layer, so the committed layer does not hold them (the install fails when the wheelhouse
+could not be deleted). The container is named ``mcs-deps-install-<key>-<random>`` and removed whatever happens
+(one a dead deploy worker left is removed by the next install of its key).
+
+The image keeps the base image's user, working folder and command, and carries the labels ``mcs.managed=1``,
+``mcs.deps=1``, ``mcs.deps.key``, ``mcs.deps.base`` (the base image id) and ``mcs.deps.requirements``. Task images
+built on it say ``mcs.deps=0`` (they inherit its other labels, which name the dependency image they are built
+on). Builds of the same key wait for each other (a lock in the wheelhouse cache), and an image that exists with
+its key is used as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import tarfile
+import tempfile
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import docker.errors
+
+from deploy_mcp.docker.client import docker_errors, get_image
+from deploy_mcp.docker.containers import labels_of
+from deploy_mcp.docker.wheelhouse import ResolvedSet, cache_lock
+from deploy_mcp.host_tools import tail
+from deploy_mcp.runtime import LABEL_MANAGED, Progress, say
+from mcs.core.errors import DeployError
+from mcs.core.worker_image import DEPS_WHEELHOUSE, VENV_DIR, deps_install_argv
+
+logger = logging.getLogger(__name__)
+
+DEPS_REPOSITORY = "mcs-deps"
+LABEL_DEPS = "mcs.deps"
+LABEL_DEPS_KEY = "mcs.deps.key"
+LABEL_DEPS_BASE = "mcs.deps.base"
+LABEL_DEPS_REQUIREMENTS = "mcs.deps.requirements"
+#: The name of the container an install runs in (``mcs-deps-install-<key>-<random>``): removed when it is done.
+INSTALL_CONTAINER_PREFIX = "mcs-deps-install-"
+#: Bump when the way the image is made changes in a way the key's other parts do not capture.
+DEPS_FORMAT = 1
+INSTALL_TIMEOUT_S = 900.0
+INSTALL_MEMORY_BYTES = 2 * 1024**3
+INSTALL_PIDS = 512
+
+#: Runs in the container: pip (argv[2:]), then the wheelhouse (argv[1]) is deleted whatever pip did; the exit code
+#: is pip's, and not 0 when the wheelhouse is still there.
+_INSTALL_SCRIPT = (
+    "import os, shutil, subprocess, sys\n"
+    "try:\n"
+    "    code = subprocess.call(sys.argv[2:])\n"
+    "finally:\n"
+    "    shutil.rmtree(sys.argv[1], ignore_errors=True)\n"
+    "if os.path.lexists(sys.argv[1]):\n"
+    "    print('ERROR: the wheelhouse could not be deleted', flush=True)\n"
+    "    code = code or 3\n"
+    "sys.exit(code)\n"
+)
+
+
+@dataclass(frozen=True)
+class DepsImage:
+    ref: str  # mcs-deps:<key>
+    id: str
+    key: str
+    reused: bool  # True when it existed already: nothing was installed
+
+
+def deps_key(resolved: ResolvedSet) -> str:
+    canonical = json.dumps(
+        {
+            "format": DEPS_FORMAT,
+            "base_image_id": resolved.base_image_id,
+            "requirements": sorted(resolved.requirements),
+            "wheels": dict(sorted(resolved.wheels.items())),
+            "install": deps_install_argv(),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def deps_image_ref(resolved: ResolvedSet) -> str:
+    return f"{DEPS_REPOSITORY}:{deps_key(resolved)}"
+
+
+def find_deps_image(client: Any, resolved: ResolvedSet) -> DepsImage | None:
+    """The dependency image of ``resolved`` when it exists (with its key and base image labels), else None."""
+    key = deps_key(resolved)
+    ref = f"{DEPS_REPOSITORY}:{key}"
+    image = get_image(client, ref)
+    if image is None:
+        return None
+    labels = labels_of(image.attrs)
+    if labels.get(LABEL_DEPS_KEY) != key or labels.get(LABEL_DEPS_BASE) != resolved.base_image_id:
+        logger.warning("%s exists but does not carry its key; making it again", ref)
+        return None
+    return DepsImage(ref=ref, id=image.id, key=key, reused=True)
+
+
+def ensure_deps_image(
+    client: Any,
+    resolved: ResolvedSet,
+    *,
+    extra_labels: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+    timeout_s: float = INSTALL_TIMEOUT_S,
+) -> DepsImage:
+    """The dependency image of ``resolved``: the existing one, else made now (see the module's docstring).
+
+    The wheels' digests are checked as they are packed (a changed cache file raises
+    :class:`~deploy_mcp.docker.wheelhouse.StaleWheel`); a failed install raises DeployError(step="dependencies",
+    output_tail=...) and leaves no container and no image.
+    """
+    found = find_deps_image(client, resolved)
+    if found is not None:
+        say(progress, f"dependencies: {found.ref} exists ({len(resolved.wheels)} wheels installed); reusing it", logger)
+        return found
+    key = deps_key(resolved)
+    with cache_lock(resolved.cache, f"deps-{key}"):
+        found = find_deps_image(client, resolved)  # made by a deploy that held the lock before this one
+        if found is not None:
+            say(progress, f"dependencies: {found.ref} was just made by another deploy; reusing it", logger)
+            return found
+        say(progress, f"dependencies: installing {len(resolved.wheels)} wheels into {DEPS_REPOSITORY}:{key}", logger)
+        return _make(client, resolved, key, dict(extra_labels or {}), timeout_s)
+
+
+def _make(client: Any, resolved: ResolvedSet, key: str, extra_labels: dict[str, str], timeout_s: float) -> DepsImage:
+    ref = f"{DEPS_REPOSITORY}:{key}"
+    labels = {
+        **extra_labels,
+        LABEL_MANAGED: "1",
+        LABEL_DEPS: "1",
+        LABEL_DEPS_KEY: key,
+        LABEL_DEPS_BASE: resolved.base_image_id,
+        LABEL_DEPS_REQUIREMENTS: ",".join(resolved.requirements),
+    }
+    with docker_errors("inspect base image", step="dependencies"):
+        base = client.api.inspect_image(resolved.base_image_id)
+    config = base.get("Config") or {}
+    name = f"{INSTALL_CONTAINER_PREFIX}{key}-"
+    with docker_errors("dependency install leftovers", step="dependencies"):
+        # Under the key's lock: an install container of this key is what a deploy worker that died mid-install left.
+        for leftover in client.containers.list(all=True, filters={"name": name}, ignore_removed=True):
+            if leftover.name.startswith(name):
+                logger.info("removing %s, left by an install that did not finish", leftover.name)
+                with contextlib.suppress(docker.errors.NotFound):
+                    leftover.remove(force=True)
+    container = None
+    with tempfile.TemporaryFile() as archive:
+        _pack(resolved, archive)
+        archive.seek(0)
+        try:
+            with docker_errors("dependency install container", step="dependencies"):
+                container = client.containers.create(
+                    resolved.base_image_id,
+                    command=[f"{VENV_DIR}/bin/python", "-c", _INSTALL_SCRIPT, DEPS_WHEELHOUSE, *deps_install_argv()],
+                    user="0:0",  # the venv belongs to root
+                    network_mode="none",
+                    cap_drop=["ALL"],
+                    security_opt=["no-new-privileges"],
+                    mem_limit=INSTALL_MEMORY_BYTES,
+                    memswap_limit=INSTALL_MEMORY_BYTES,
+                    pids_limit=INSTALL_PIDS,
+                    name=f"{name}{uuid.uuid4().hex[:6]}",
+                    labels=extra_labels,  # they end up on the image (with the ones of the commit below)
+                    working_dir="/",
+                )
+                container.put_archive("/", archive)
+                container.start()
+            try:
+                result = container.wait(timeout=timeout_s)
+            except Exception as exc:  # requests' ReadTimeout, or the daemon going away
+                with contextlib.suppress(docker.errors.DockerException):
+                    container.kill()
+                raise DeployError(
+                    f"the install of {len(resolved.requirements)} requirements did not finish within {timeout_s:.0f} s",
+                    step="dependencies",
+                    output_tail=tail(_logs(container)),
+                ) from exc
+            code = int(result.get("StatusCode", -1))
+            if code != 0:
+                output = _logs(container)
+                errors = [line.strip() for line in output.splitlines() if line.startswith("ERROR:")]
+                raise DeployError(
+                    f"pip install of the requirements failed with exit code {code}: "
+                    + (errors[0] if errors else "see output_tail"),
+                    step="dependencies",
+                    requirements=list(resolved.requirements),
+                    output_tail=tail(output),
+                )
+            with docker_errors("dependency image commit", step="dependencies"):
+                # The base image's user, folder and command again (a base image without one: its venv's python).
+                changes = [
+                    f"USER {config.get('User') or 'root'}",
+                    f"WORKDIR {config.get('WorkingDir') or '/'}",
+                    f"CMD {json.dumps(config.get('Cmd') or ['python'])}",
+                ]
+                image = container.commit(
+                    repository=DEPS_REPOSITORY,
+                    tag=key,
+                    message=f"MCS dependencies: {', '.join(resolved.requirements)}",
+                    changes=changes,
+                    conf={"Labels": {**(config.get("Labels") or {}), **labels}},
+                )
+        finally:
+            if container is not None:
+                with contextlib.suppress(docker.errors.DockerException):
+                    container.remove(force=True)
+    logger.info("made %s (%s) for %s", ref, image.id[:19], ", ".join(resolved.requirements))
+    return DepsImage(ref=ref, id=image.id, key=key, reused=False)
+
+
+def _pack(resolved: ResolvedSet, out: Any) -> None:
+    """A tar of ``/mcs-wheelhouse``: requirements.txt and the verified wheels, root-owned, readable."""
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        info = tarfile.TarInfo(DEPS_WHEELHOUSE.lstrip("/"))
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(info)
+        data = ("\n".join(resolved.requirements) + "\n").encode()
+        info = tarfile.TarInfo(f"{DEPS_WHEELHOUSE.lstrip('/')}/requirements.txt")
+        info.size, info.mode = len(data), 0o644
+        tar.addfile(info, io.BytesIO(data))
+        for name, path in resolved.verified_wheels():
+            info = tarfile.TarInfo(f"{DEPS_WHEELHOUSE.lstrip('/')}/{name}")
+            info.size, info.mode = path.stat().st_size, 0o644
+            with path.open("rb") as fh:
+                tar.addfile(info, fh)
+
+
+def _logs(container: Any) -> str:
+    try:
+        return container.logs(stdout=True, stderr=True, tail=200).decode("utf-8", "replace")
+    except docker.errors.DockerException:
+        return ""
