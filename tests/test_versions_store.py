@@ -85,7 +85,7 @@ def test_find_by_full_version_or_unique_prefix(history: VersionHistory) -> None:
     history.record("add", entry("1234567890abcdef", 3))  # pragma: allowlist secret
     assert history.find("add", "abcdef0123456789").version == "abcdef0123456789"
     assert history.find("add", "abcdef0").version == "abcdef0123456789"
-    assert history.find("add", "123456").version == "1234567890abcdef"  # exactly MIN_PREFIX characters  # pragma: allowlist secret
+    assert history.find("add", "123456").version == "1234567890abcdef"  # pragma: allowlist secret (MIN_PREFIX chars)
     assert history.find("add", "ABCDEF9").version == "abcdef9999999999"  # case-insensitive
 
 
