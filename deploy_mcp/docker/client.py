@@ -18,6 +18,7 @@ import docker.errors
 import requests.exceptions
 
 from deploy_mcp.docker.redaction import redact
+from deploy_mcp.host_tools import tail
 from mcs.core.errors import DeployError, MCSError, ServiceUnavailable
 
 #: docker-py's timeout for one API call; a build or an image import streams for minutes.
@@ -113,3 +114,25 @@ def get_container(client: Any, ref: str) -> Any:
         return client.containers.get(ref)
     except docker.errors.NotFound:
         return None
+
+
+def container_output(container: Any, lines: int = 200) -> str:
+    """The last ``lines`` of a container's stdout and stderr ('' when the daemon cannot say)."""
+    try:
+        return container.logs(stdout=True, stderr=True, tail=lines).decode("utf-8", "replace")
+    except docker.errors.DockerException:
+        return ""
+
+
+def wait_for_exit(container: Any, timeout_s: float, what: str, step: str) -> tuple[int, str]:
+    """Wait for a one-shot container (a resolver, an install) to exit: its exit code and output. One that runs past
+    ``timeout_s`` is killed and reported as a DeployError naming ``what`` with the tail of its output."""
+    try:
+        result = container.wait(timeout=timeout_s)
+    except Exception as exc:  # requests' ReadTimeout, or the daemon going away
+        with contextlib.suppress(docker.errors.DockerException):
+            container.kill()
+        raise DeployError(
+            f"{what} did not finish within {timeout_s:.0f} s", step=step, output_tail=tail(container_output(container))
+        ) from exc
+    return int(result.get("StatusCode", -1)), container_output(container)

@@ -37,9 +37,9 @@ from typing import Any
 
 import docker.errors
 
-from deploy_mcp.docker.client import docker_errors, get_image
+from deploy_mcp.docker.client import docker_errors, get_image, wait_for_exit
 from deploy_mcp.docker.containers import labels_of
-from deploy_mcp.docker.wheelhouse import ResolvedSet, cache_lock
+from deploy_mcp.docker.wheelhouse import ResolvedSet, cache_lock, pip_error_line
 from deploy_mcp.host_tools import tail
 from deploy_mcp.runtime import LABEL_MANAGED, Progress, say
 from mcs.core.errors import DeployError
@@ -186,23 +186,11 @@ def _make(client: Any, resolved: ResolvedSet, key: str, extra_labels: dict[str, 
                 )
                 container.put_archive("/", archive)
                 container.start()
-            try:
-                result = container.wait(timeout=timeout_s)
-            except Exception as exc:  # requests' ReadTimeout, or the daemon going away
-                with contextlib.suppress(docker.errors.DockerException):
-                    container.kill()
-                raise DeployError(
-                    f"the install of {len(resolved.requirements)} requirements did not finish within {timeout_s:.0f} s",
-                    step="dependencies",
-                    output_tail=tail(_logs(container)),
-                ) from exc
-            code = int(result.get("StatusCode", -1))
+            what = f"the install of {len(resolved.requirements)} requirements"
+            code, output = wait_for_exit(container, timeout_s, what, "dependencies")
             if code != 0:
-                output = _logs(container)
-                errors = [line.strip() for line in output.splitlines() if line.startswith("ERROR:")]
                 raise DeployError(
-                    f"pip install of the requirements failed with exit code {code}: "
-                    + (errors[0] if errors else "see output_tail"),
+                    f"pip install of the requirements failed with exit code {code}: {pip_error_line(output)}",
                     step="dependencies",
                     requirements=list(resolved.requirements),
                     output_tail=tail(output),
@@ -244,10 +232,3 @@ def _pack(resolved: ResolvedSet, out: Any) -> None:
             info.size, info.mode = path.stat().st_size, 0o644
             with path.open("rb") as fh:
                 tar.addfile(info, fh)
-
-
-def _logs(container: Any) -> str:
-    try:
-        return container.logs(stdout=True, stderr=True, tail=200).decode("utf-8", "replace")
-    except docker.errors.DockerException:
-        return ""

@@ -44,7 +44,7 @@ from typing import Any
 
 import docker.errors
 
-from deploy_mcp.docker.client import docker_errors, get_image, make_client
+from deploy_mcp.docker.client import docker_errors, get_image, make_client, wait_for_exit
 from deploy_mcp.host_tools import HOST_CA_BUNDLE, proxy_environment, tail
 from deploy_mcp.runtime import Progress, say
 from mcs.core.errors import DeployError, InvalidInput
@@ -283,21 +283,10 @@ class _ContainerResolver:
                 )
                 container.put_archive("/", _tar_dir(self.WORKDIR.lstrip("/"), files))
                 container.start()
-            try:
-                result = container.wait(timeout=self.timeout_s)
-            except Exception as exc:  # requests' ReadTimeout, or the daemon going away
-                with contextlib.suppress(docker.errors.DockerException):
-                    container.kill()
-                raise DeployError(
-                    f"pip download in {self.image} did not finish within {self.timeout_s:.0f} s",
-                    step="wheelhouse",
-                    output_tail=tail(_container_logs(container)),
-                ) from exc
-            code = int(result.get("StatusCode", -1))
-            output = _container_logs(container)
+            code, output = wait_for_exit(container, self.timeout_s, f"pip download in {self.image}", "wheelhouse")
             if code != 0:
                 raise DeployError(
-                    f"pip download in {self.image} failed with exit code {code}: {_pip_error_line(output)}",
+                    f"pip download in {self.image} failed with exit code {code}: {pip_error_line(output)}",
                     step="wheelhouse",
                     requirements=reqs,
                     output_tail=tail(output),
@@ -444,13 +433,6 @@ def _extract_wheels(chunks: Iterable[bytes], dest: Path) -> None:
                     shutil.copyfileobj(source, out)
 
 
-def _container_logs(container: Any) -> str:
-    try:
-        return container.logs(stdout=True, stderr=True, tail=200).decode("utf-8", "replace")
-    except docker.errors.DockerException:
-        return ""
-
-
-def _pip_error_line(output: str) -> str:
+def pip_error_line(output: str) -> str:
     errors = [line.strip() for line in output.splitlines() if line.startswith("ERROR:")]
     return errors[0] if errors else "see output_tail"
