@@ -3,9 +3,10 @@
     python -m mcs.demo [--keep] [--runtime auto|docker|process]      (make demo)
 
 It uses the configured Redis, or one on localhost, or starts an embedded one; starts the deploy worker; spawns
-``mcp_server.py`` exactly as Claude Desktop does and, as the agent would, calls generate_startMain_code ->
-deploy_task -> trigger_celery_task (10 + 20) -> send_celery_task + get_celery_result -> get_available_tasks and
-get_task_details -> undeploy_task (unless --keep). Every step prints what the agent sees. Everything the demo
+``mcp_server.py`` exactly as Claude Desktop does and, as the agent would, calls generate_startMain_code (with a test
+case) -> deploy_task(task_name, queue) (the manifest carries the rest) -> trigger_celery_task (10 + 20) ->
+send_celery_task + get_celery_result (wait_s) -> get_available_tasks and get_task_details -> undeploy_task (unless
+--keep). Every step prints what the agent sees. Everything the demo
 started is stopped at the end, whatever happened.
 """
 
@@ -88,17 +89,17 @@ async def _walkthrough(settings: Settings, keep: bool, say: Say) -> list[tuple[s
         generated = await call("generate_startMain_code", {
             "task_name": TASK, "description": DESCRIPTION, "parameters": PARAMETERS,
             "function_body": "return a + b", "queue": QUEUE, "return_type": "int", "overwrite": True,
+            "category": "arithmetic", "tests": [{"args": [2, 3], "expect": 5}],
         })  # fmt: skip
         say(f"  wrote {generated['folder']}: {', '.join(generated['files'])}")
         started = time.perf_counter()
-        deployed = await call("deploy_task", {
-            "task_name": TASK, "description": DESCRIPTION, "parameters": PARAMETERS, "queue": QUEUE,
-            "category": "arithmetic", "return_type": "int",
-        }, progress_callback=progress)  # fmt: skip
+        # The folder's manifest (mcs.json) carries the rest: description, parameters, category, the test case.
+        deployed = await call("deploy_task", {"task_name": TASK, "queue": QUEUE}, progress_callback=progress)
         say(f"  version {deployed['version']} on {deployed['runtime']}: worker {deployed['worker_status']} "
             f"(image {deployed['docker_image']}, {time.perf_counter() - started:.1f} s)")  # fmt: skip
-        user = ((deployed.get("task") or {}).get("deployment") or {}).get("acl_user") or "shared credentials"
-        say(f"  confinement: isolation {deployed['isolation']}, network {deployed['network']}, Redis user {user}")
+        tests = deployed.get("tests") or {}
+        say(f"  tested before serving: {tests.get('passed', 0)}/{tests.get('total', 0)} case(s) passed; "
+            f"confinement: isolation {deployed['isolation']}, network {deployed['network']}")  # fmt: skip
         for warning in deployed.get("warnings", []):
             say(f"  WARNING: {warning}")
         try:
@@ -122,12 +123,7 @@ async def _use(call, say: Say) -> None:
         raise DemoFailed(f"expected 30, got {triggered['result']!r}")
     sent = await call("send_celery_task", {"task_name": TASK, "args": [1, 2]})
     say(f"  queued as {sent['task_id']} ({sent['status']})")
-    deadline = time.monotonic() + 30
-    while True:
-        status = await call("get_celery_result", {"task_id": sent["task_id"]})
-        if status["ready"] or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.2)
+    status = await call("get_celery_result", {"task_id": sent["task_id"], "wait_s": 30})  # a long-poll, no loop
     say(f"  {status['status']}: 1 + 2 = {status['result']}")
     if status["status"] != "SUCCESS" or status["result"] != 3:
         raise DemoFailed(f"expected SUCCESS with 3, got {status['status']} with {status['result']!r}")
@@ -136,7 +132,8 @@ async def _use(call, say: Say) -> None:
     details = await call("get_task_details", {"task_name": TASK})
     task = details["task"]
     say(f"  {task['name']}: {task['description']} | category {task['category']}, queue {task['queue']}, "
-        f"returns {task['return_type']}, deployed {task['deployment']['deployed_at']}")  # fmt: skip
+        f"returns {task['return_type']}, deployed {task['deployment']['deployed_at']}, Redis user "
+        f"{task['deployment'].get('acl_user') or 'shared credentials'}")  # fmt: skip
 
 
 def _short(args: dict[str, Any], limit: int = 110) -> str:
