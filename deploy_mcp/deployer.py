@@ -23,7 +23,7 @@ import secrets
 import shutil
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 __all__ = ["Deployer", "Probe", "registered_tasks"]
 
 DRAIN_GRACE_S = 5  # beyond the task time limit, for a retiring worker's warm shutdown
+DRAIN_LOCK_WAIT_S = 120  # how long a retirement waits for the deploys of its task to let go of the task's lock
 
 
 class Deployer(DeploymentQueries, Releases):
@@ -90,6 +91,7 @@ class Deployer(DeploymentQueries, Releases):
         self.issued = IssuedTasks(settings, registry.client)
         #: How the previous version's retirement runs once a new one serves: in a thread (tests: at once).
         self.run_later: Callable[[Callable[[], None]], None] = self._in_thread
+        self._pending = threading.local()  # the retirements a deploy schedules, started once it let go of its locks
         self.caller = caller or celery_case_caller(PrefixedApps(settings))
         # Who holds this deployer's locks, and how to tell that another holder died (its locks are then free).
         self.holder = {"holder": holder, "holder_alive": holder_alive} if holder else {}
@@ -109,7 +111,7 @@ class Deployer(DeploymentQueries, Releases):
         # The version covers the build recipe too: a new template or base image rebuilds unchanged code.
         version = bundle_version(files, dockerfile.encode())
         canary = self._canary_percent(request.get("canary_percent"))
-        with self._lock(task), self._queue_lock(queue):
+        with self._after_the_locks(), self._lock(task), self._queue_lock(queue):
             self._check_queue_owner(plan)
             current = self.registry.find(task)
             self._check_release(current, plan, canary)
@@ -221,7 +223,7 @@ class Deployer(DeploymentQueries, Releases):
         draining = [e.version for e in self.history.list(task) if e.status == "serving" and e.version != keep.version]
         for version in draining:
             self.history.set_status(task, version, "draining")
-        self.run_later(lambda: self._drain(task, queue, handles, users, old, draining))
+        self._later(lambda: self._drain(task, queue, handles, users, old, draining))
 
     def _drain(
         self,
@@ -236,19 +238,49 @@ class Deployer(DeploymentQueries, Releases):
         to the version serving now, drop their Redis users, prune old versions. A failure is recorded on the
         versions concerned (``drain_failed`` with the error), never lost."""
         try:
-            self._retire(task, handles, old)
+            for handle in handles:  # a call may run up to the task time limit: the drain waits for it
+                self.runtime.remove(handle, drain_s=self.settings.task_time_limit_s + DRAIN_GRACE_S)
             self.credentials.drop(*users)
+            # The rest reads and changes what serves: under the task's lock, after the deploy that started this
+            # retirement (or a rollback meanwhile) let go of it, so it acts on what serves then.
+            with self.registry.deploy_lock(task, self.settings.deploy_lock_ttl_s, wait_s=DRAIN_LOCK_WAIT_S,
+                                           **self.holder):  # fmt: skip
+                self._settle(task, handles, old)
+                for version in draining:
+                    entry = self.history.get(task, version)
+                    if entry is not None and entry.status == "draining":  # not rolled back to meanwhile
+                        self.history.set_status(task, version, "kept")
+                self._prune(task, queue)
+        except Conflict:  # deploys kept the task busy: its workers stopped; the next one's retirement prunes
+            log.warning("retired the previous workers of %s; their queues are left to the watchdog", task)
             for version in draining:
-                entry = self.history.get(task, version)
-                if entry is not None and entry.status == "draining":  # not rolled back to meanwhile
+                with contextlib.suppress(Exception):
                     self.history.set_status(task, version, "kept")
-            self._prune(task, queue)
         except Exception as exc:
             log.exception("retiring the previous version of %s", task)
             error = f"{type(exc).__name__}: {exc}"[:500]
             for version in draining:
                 with contextlib.suppress(Exception):
                     self.history.set_status(task, version, "drain_failed", drain_error=error)
+
+    @contextlib.contextmanager
+    def _after_the_locks(self) -> Iterator[None]:
+        """What ``_later`` schedules inside the block starts once the block (and the locks it took) ended: a
+        retirement takes the task's lock itself."""
+        self._pending.actions = []
+        try:
+            yield
+        finally:
+            actions, self._pending.actions = self._pending.actions, None
+            for action in actions:
+                self.run_later(action)
+
+    def _later(self, action: Callable[[], None]) -> None:
+        pending = getattr(self._pending, "actions", None)
+        if pending is None:
+            self.run_later(action)
+        else:
+            pending.append(action)
 
     @staticmethod
     def _in_thread(action: Callable[[], None]) -> None:
@@ -467,11 +499,9 @@ class Deployer(DeploymentQueries, Releases):
                 self.registry.remove(name)
         return records
 
-    def _retire(self, task: str, handles: list[WorkerHandle], old: TaskRecord | None) -> None:
-        """Stop ``handles`` (warm: each finishes the calls it took), then move what still waits on retired queues,
-        or was taken by these workers and not acknowledged, to the queue of the version serving now."""
-        for handle in handles:  # a call may run up to the task time limit: the drain waits for it
-            self.runtime.remove(handle, drain_s=self.settings.task_time_limit_s + DRAIN_GRACE_S)
+    def _settle(self, task: str, handles: list[WorkerHandle], old: TaskRecord | None) -> None:
+        """Once ``handles`` stopped: move what still waits on retired queues, or was taken by these workers and not
+        acknowledged, to the queue of the version serving now (the task's lock held)."""
         current = self.registry.find(task)
         if current is None or current.deployment is None:
             return  # undeployed meanwhile: its queues went with it

@@ -17,7 +17,6 @@ from mcs.core.manifest import DeployPlan
 from mcs.core.models import CanaryInfo, TaskRecord
 from mcs.core.names import validate_name
 from mcs.core.results import DeployResult, VersionInfo, VersionsResult
-from Redis.broker import move_queue, requeue_unacked
 
 
 class Releases:
@@ -60,7 +59,7 @@ class Releases:
         timings = Timings()
         record = self._deployed_main(task_name)
         entry = self.history.find(record.name, version)
-        with self._lock(record.name), self._queue_lock(record.queue):
+        with self._after_the_locks(), self._lock(record.name), self._queue_lock(record.queue):
             current = self.registry.get(record.name)
             dep = current.deployment
             if dep is not None and dep.canary is not None:
@@ -171,12 +170,19 @@ class Releases:
         say = progress or (lambda _msg: None)
         timings = Timings()
         record = self._deployed_main(task_name)
-        with self._lock(record.name), self._queue_lock(record.queue):
+        with self._after_the_locks(), self._lock(record.name), self._queue_lock(record.queue):
             current = self.registry.get(record.name)
             dep = current.deployment
             canary = dep.canary if dep else None
             if canary is None:
                 raise Conflict(f"no gradual release of {record.name!r} is running", task_name=record.name)
+            handle = next((h for h in self.runtime.workers(record.name) if h.id == canary.container_id), None)
+            if handle is None or self.runtime.state(handle) != "RUNNING":
+                raise Conflict(
+                    f"the gradual release's worker of {record.name!r} is not running: rollback_task to "
+                    f"{(dep.version or '')[:12]} ends the release (the watchdog also ends it)",
+                    task_name=record.name,
+                )
             entry = self.history.get(record.name, canary.version)
             promoted = dep.model_copy(update={
                 "deployment_id": str(uuid.uuid4()), "version": canary.version, "image": canary.image,
@@ -188,7 +194,6 @@ class Releases:
             plan = DeployPlan(drafts or [current], [], dep.network, dep.sandbox)
             records = self._register_all(plan, promoted, current)
             self.history.set_status(record.name, canary.version, "serving")
-            handle = next(h for h in self.runtime.workers(record.name) if h.id == canary.container_id)
             say(f"retiring version {(dep.version or '')[:12]} (in the background)")
             self._retire_later(record.name, record.queue, keep=handle, keep_user=canary.acl_user, old=current)
             timings.total()
@@ -202,18 +207,18 @@ class Releases:
         canary = dep.canary
         plan = DeployPlan([current], [], dep.network, dep.sandbox)
         records = self._register_all(plan, dep.model_copy(update={"canary": None}), current)
-        say(f"retiring version {canary.version[:12]}")
-        with timings.step("retire"):
-            for handle in self.runtime.workers(current.name):
-                if handle.id == canary.container_id:
-                    self.runtime.remove(handle)
-            prefix = dep.key_prefix or ""
-            move_queue(self.settings, prefix, canary.serve_queue, dep.serve_queue, self.broker)
-            requeue_unacked(self.settings, prefix, self.broker, queues={canary.serve_queue}, to_queue=dep.serve_queue)
-            if canary.acl_user:
-                self.credentials.drop(canary.acl_user)
-            self.history.set_status(current.name, canary.version, "kept")
-        handle = next(h for h in self.runtime.workers(current.name) if h.id == dep.container_id)
+        say(f"retiring version {canary.version[:12]} (in the background)")
+        # Like any retiring version: its worker finishes the calls it took (up to the task time limit), then what
+        # waited on its queue, or was taken and not acknowledged, moves to the serving version's queue.
+        handles = [h for h in self.runtime.workers(current.name) if h.id == canary.container_id]
+        self.history.set_status(current.name, canary.version, "draining")
+        users = [canary.acl_user] if canary.acl_user else []
+        self._later(lambda: self._drain(current.name, current.queue, handles, users, None, [canary.version]))
+        handle = next((h for h in self.runtime.workers(current.name) if h.id == dep.container_id), None)
+        if handle is None:
+            raise Conflict(
+                f"the serving worker of {current.name!r} is gone; the watchdog replaces it", task_name=current.name
+            )
         timings.total()
         return self._result(records, handle, dep.version or "", False, dep.dockerfile or "rendered", timings,
                             f"rolled back from the gradual release of {canary.version[:12]}", plan)  # fmt: skip

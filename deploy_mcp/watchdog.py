@@ -96,7 +96,7 @@ def _end_lost_canary(deployer: Deployer, record: TaskRecord) -> None:
     """The worker of a gradual release is gone: the release ends, every call goes to the version that serves
     (what waited for the new version, or was taken by it, moves over)."""
     try:
-        with deployer._lock(record.name):
+        with deployer._after_the_locks(), deployer._lock(record.name):
             current = deployer.registry.find(record.name)
             if current is None or current.deployment is None or current.deployment.canary is None:
                 return

@@ -181,10 +181,18 @@ class Pipelines:
                 check_call_arguments(record, args, kwargs, self.settings.max_payload_bytes)
             except InvalidInput as exc:
                 raise InvalidInput(f"items[{index}].{exc.field}", exc.value, exc.rule) from None
-        task_ids = [self.invoker.send(record.name, args, kwargs).task_id for args, kwargs in calls]
+        wait = self.invoker._wait_s(wait_s)  # before anything is sent: a refusal sends nothing
         batch_id = str(uuid.uuid4())
+        task_ids: list[str] = []
+        try:
+            for args, kwargs in calls:
+                task_ids.append(self.invoker.send(record.name, args, kwargs).task_id)
+        except MCSError as exc:  # the calls already sent stay followable: their ids come with the error
+            if task_ids:
+                self.batches.save(batch_id, {"kind": "map", "task_name": record.name, "task_ids": task_ids})
+                exc.details.update(batch_id=batch_id, sent_task_ids=task_ids)
+            raise
         self.batches.save(batch_id, {"kind": "map", "task_name": record.name, "task_ids": task_ids})
-        wait = self.invoker._wait_s(wait_s)
         status = self.invoker.status(task_ids=task_ids, wait_s=wait) if wait else None
         return MapResult(
             batch_id=batch_id,
