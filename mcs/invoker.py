@@ -79,6 +79,18 @@ _TASK_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]
 MAX_TRACEBACK_CHARS = 4000
 MAX_ENTRY_TRACEBACK_CHARS = 1000  # per entry of get_celery_result(task_ids=...): 100 of them stay small
 MAX_TIMEOUT_S = 3600.0
+#: What get_celery_result(task_id) answers of an id's entry (a failure is an isError result instead).
+SINGLE_ID_FIELDS = {
+    "task_id",
+    "task_name",
+    "queue",
+    "status",
+    "ready",
+    "result",
+    "message",
+    "worker_lost_at",
+    "cancelled_at",
+}
 MAX_TASK_IDS = 100
 MAX_WAIT_S = 60.0
 TERMINATE_WAIT_S = 2.0  # cancel(terminate=True) of a running call: how long to wait for its worker to stop it
@@ -255,24 +267,16 @@ class TaskInvoker:
         if wait and self._observed(result, issued) not in READY_STATES:
             self._wait_ready({prefix: [result]}, started + wait)
         state = self._observed(result, issued)
-        base = {"task_id": task_id, "task_name": issued["task_name"], "queue": issued["queue"], "status": state}
-        if wait:
-            base["waited_ms"] = round((time.monotonic() - started) * 1000, 1)
-        if state in ("SUCCESS", "FAILURE"):
-            self.issued.count_outcome(task_id, issued, succeeded=state == "SUCCESS")
-        if state == "SUCCESS":
-            value = result.result
-            return TaskStatusResult(**base, ready=True, result=value, message=f"task succeeded: {_preview(value)}")
+        waited_ms = round((time.monotonic() - started) * 1000, 1) if wait else None
         if state == "FAILURE":
             # The same answer as trigger_celery_task gives for a task that raised: an isError result.
+            self.issued.count_outcome(task_id, issued, succeeded=False)
             raise self._failure(result, issued["task_name"], issued["queue"], state, result.result, prefix)
-        if state == "REVOKED":
-            cancelled_at = _when(issued.get("revoked_at"))
-            return TaskStatusResult(**base, ready=True, cancelled_at=cancelled_at, message=_revoked_message(issued))
-        # Still queued or running: keep remembering the id, however long the queue is.
-        self.issued.keep(task_id)
-        message, lost_at = _waiting(state, issued)
-        return TaskStatusResult(**base, ready=False, worker_lost_at=lost_at, message=message)
+        entry = self._entry(task_id, issued, result, state)
+        if not entry.ready:  # still queued or running: keep remembering the id, however long the queue is
+            self.issued.keep(task_id)
+        shown = entry.model_dump(include=SINGLE_ID_FIELDS)
+        return TaskStatusResult(**shown, waited_ms=waited_ms)
 
     def _statuses(self, task_ids: Any, wait: float) -> TaskStatusResult:
         if not isinstance(task_ids, list) or not 1 <= len(task_ids) <= MAX_TASK_IDS:
@@ -314,13 +318,16 @@ class TaskInvoker:
             message=message,
         )
 
-    def _entry(self, task_id: str, issued: dict[str, Any] | None, result: AsyncResult | None) -> TaskStatusEntry:
-        """One id's entry: a failure or an unknown id is an entry with its error, not an error of the call."""
+    def _entry(
+        self, task_id: str, issued: dict[str, Any] | None, result: AsyncResult | None, state: str | None = None
+    ) -> TaskStatusEntry:
+        """One id's entry: a failure or an unknown id is an entry with its error, not an error of the call.
+        ``state``: the call's state when the caller read it already."""
         if issued is None or result is None:
             return TaskStatusEntry(
                 task_id=task_id, status="UNKNOWN", ready=True, error=NotFound.code, message=self._unknown(task_id)
             )
-        state = self._observed(result, issued)
+        state = state or self._observed(result, issued)
         base = {"task_id": task_id, "task_name": issued["task_name"], "queue": issued["queue"], "status": state}
         if state in ("SUCCESS", "FAILURE"):
             self.issued.count_outcome(task_id, issued, succeeded=state == "SUCCESS")
