@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 __all__ = ["Deployer", "Probe", "registered_tasks"]
 
 DRAIN_GRACE_S = 5  # beyond the task time limit, for a retiring worker's warm shutdown
+REQUEST_LOCK_WAIT_S = 15  # how long a caller's request waits for a retirement to let go of the task's lock
 DRAIN_LOCK_WAIT_S = 120  # how long a retirement waits for the deploys of its task to let go of the task's lock
 
 
@@ -111,7 +112,7 @@ class Deployer(DeploymentQueries, Releases):
         # The version covers the build recipe too: a new template or base image rebuilds unchanged code.
         version = bundle_version(files, dockerfile.encode())
         canary = self._canary_percent(request.get("canary_percent"))
-        with self._after_the_locks(), self._lock(task), self._queue_lock(queue):
+        with self._after_the_locks(), self._request_lock(task), self._queue_lock(queue):
             self._check_queue_owner(plan)
             current = self.registry.find(task)
             self._check_release(current, plan, canary)
@@ -331,8 +332,14 @@ class Deployer(DeploymentQueries, Releases):
         except Exception:  # cleanup must not hide the deploy's own error; it is logged with its traceback
             log.exception("cleanup after a failed deploy")
 
-    def _lock(self, task: str):
-        return self.registry.deploy_lock(task, self.settings.deploy_lock_ttl_s, **self.holder)
+    def _lock(self, task: str, wait_s: float = 0.0):
+        return self.registry.deploy_lock(task, self.settings.deploy_lock_ttl_s, wait_s=wait_s, **self.holder)
+
+    def _request_lock(self, task: str):
+        """The task's lock for a caller's request (deploy, rollback, promote, undeploy): a previous version's
+        retirement holds it briefly, while it settles queues and prunes, so a request waits for it a little
+        instead of being told at once that something is in progress."""
+        return self._lock(task, wait_s=REQUEST_LOCK_WAIT_S)
 
     def _queue_lock(self, queue: str):
         return self.registry.queue_lock(queue, self.settings.deploy_lock_ttl_s, **self.holder)

@@ -34,8 +34,8 @@ class DeploymentQueries:
     history: VersionHistory
     broker: Redis | None
 
-    def _lock(self, task: str) -> AbstractContextManager[str]:
-        raise NotImplementedError  # the Deployer's one-deploy-per-task lock
+    def _request_lock(self, task: str) -> AbstractContextManager[str]:
+        raise NotImplementedError  # the Deployer's one-deploy-per-task lock, as a caller's request takes it
 
     # -- undeploy, list, logs ---------------------------------------------------------------------------------
 
@@ -54,7 +54,7 @@ class DeploymentQueries:
                 owner=record.primary,
                 tasks=tasks,
             )
-        with self._lock(task_name):
+        with self._request_lock(task_name):
             record = self.registry.find(task_name)
             workers = self.runtime.workers(task_name)
             if record is None and not workers:

@@ -59,7 +59,7 @@ class Releases:
         timings = Timings()
         record = self._deployed_main(task_name)
         entry = self.history.find(record.name, version)
-        with self._after_the_locks(), self._lock(record.name), self._queue_lock(record.queue):
+        with self._after_the_locks(), self._request_lock(record.name), self._queue_lock(record.queue):
             current = self.registry.get(record.name)
             dep = current.deployment
             if dep is not None and dep.canary is not None:
@@ -170,7 +170,7 @@ class Releases:
         say = progress or (lambda _msg: None)
         timings = Timings()
         record = self._deployed_main(task_name)
-        with self._after_the_locks(), self._lock(record.name), self._queue_lock(record.queue):
+        with self._after_the_locks(), self._request_lock(record.name), self._queue_lock(record.queue):
             current = self.registry.get(record.name)
             dep = current.deployment
             canary = dep.canary if dep else None
