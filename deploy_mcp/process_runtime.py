@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 
 from deploy_mcp.host_tools import HOST_CA_BUNDLE
-from deploy_mcp.runtime import Artifact, BuildSpec, Progress, RunSpec, WorkerHandle
+from deploy_mcp.runtime import LABEL_GROUP, LABEL_SLOT, Artifact, BuildSpec, Progress, RunSpec, WorkerHandle
 from mcs.core.errors import DeployError
 from mcs.core.processes import is_running, start_time, stop_group
 from mcs.core.settings import Settings
@@ -123,7 +123,8 @@ class ProcessRuntime:
         }
         if spec.redis_socket is not None:
             env["REDIS_SOCKET"] = str(spec.redis_socket)
-        command = [str(venv / "bin" / "python"), "-m", *worker_command(spec.queue, spec.hostname, spec.serve_queue)]
+        worker = worker_command(spec.queue, spec.hostname, spec.serve_queue, spec.concurrency)
+        command = [str(venv / "bin" / "python"), "-m", *worker]
         with log_path.open("ab") as out:
             proc = subprocess.Popen(
                 command, cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
@@ -138,6 +139,8 @@ class ProcessRuntime:
             queue=spec.queue,
             version=spec.version,
             artifact_ref=str(venv),
+            group=spec.extra_labels.get(LABEL_GROUP, ""),
+            slot=int(spec.extra_labels.get(LABEL_SLOT, "0")),
         )
         record = {
             **handle.__dict__,

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 Progress = Callable[[str], None]
 
@@ -29,6 +29,9 @@ LABEL_MANAGED = "mcs.managed"
 LABEL_TASK = "mcs.task"
 LABEL_QUEUE = "mcs.queue"
 LABEL_VERSION = "mcs.version"
+#: A version's workers: the group they belong to (its id) and each one's slot (1, 2, ...) in it.
+LABEL_GROUP = "mcs.group"
+LABEL_SLOT = "mcs.slot"
 
 
 def mcs_labels(task_name: str, queue: str, version: str, extra: dict[str, str]) -> dict[str, str]:
@@ -79,6 +82,8 @@ class RunSpec:
     redis_socket: Path | None = None  # Redis's unix socket on the host: the worker reaches Redis through it
     sandbox: str = "runc"  # runc, or gvisor (runsc)
     serve_queue: str | None = None  # the version's own queue (mcs.core.celery_app.version_queue); default: queue
+    concurrency: int = 1  # pool processes per worker (Celery prefork children)
+    replicas: int = 1  # workers of the version (a group runtime's start starts this many)
 
     @property
     def labels(self) -> dict[str, str]:
@@ -95,6 +100,32 @@ class WorkerHandle:
     queue: str
     version: str
     artifact_ref: str
+    group: str = ""  # the id of the version's worker group this worker belongs to ('' for a group itself)
+    slot: int = 0  # its slot in the group (1, 2, ...), 0 for a group
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One worker of a version's group, as its runtime sees it."""
+
+    id: str  # container id, swarm task id, or pid-<n>
+    slot: int
+    hostname: str  # its Celery node name: replica_hostname(group hostname, slot)
+    state: str  # RUNNING, RESTARTING, STARTING, EXITED or MISSING
+    name: str = ""
+    node: str = ""  # the host it runs on (swarm), '' when local
+
+
+def worker_memory_mb(spec: RunSpec, settings: Any) -> int:
+    """A worker's memory limit: the configured one, and ``worker_child_mem_mb`` per pool process beyond the first."""
+    return spec.mem_limit_mb + max(0, spec.concurrency - 1) * settings.worker_child_mem_mb
+
+
+def replica_hostname(group_hostname: str, slot: int) -> str:
+    """The Celery node name of the worker in ``slot`` of a group: ``<name>-r<slot>@<domain>`` for the group's
+    ``<name>@<domain>``. A replacement in the same slot answers to the same name."""
+    name, _, domain = group_hostname.partition("@")
+    return f"{name}-r{slot}@{domain or 'mcs'}"
 
 
 class WorkerRuntime(Protocol):
@@ -134,4 +165,28 @@ class WorkerRuntime(Protocol):
 
     def workers(self, task_name: str | None = None) -> list[WorkerHandle]:
         """Workers this runtime is running for MCS (by label), optionally for one task."""
+        ...
+
+
+class GroupRuntime(WorkerRuntime, Protocol):
+    """What the deploy worker drives: a runtime whose handle is a version's *group* of workers (replicas).
+
+    ``start(spec)`` starts ``spec.replicas`` workers, each with ``spec.concurrency`` pool processes, consuming
+    ``spec.serve_queue``, the worker in slot ``i`` named ``replica_hostname(spec.hostname, i)``; the handle's id is
+    the group's id, its hostname ``spec.hostname``. ``state`` is the group's: RUNNING when a worker of it runs,
+    else RESTARTING, else EXITED, MISSING without any worker (a parked group, scaled to zero, has none). ``logs``
+    joins its workers' logs; ``remove`` removes them all; ``workers`` lists groups, one handle per group.
+
+    A per-container runtime (docker, process) becomes one through :class:`deploy_mcp.replicas.Replicated`; the
+    swarm runtime is one natively (a group is a Swarm service). A Kubernetes runtime would be one too: a group is
+    a Deployment, its replicas the Deployment's pods.
+    """
+
+    def members(self, group: WorkerHandle) -> list[Replica]:
+        """The group's workers, by slot (gone ones included while the runtime still reports them)."""
+        ...
+
+    def scale(self, group: WorkerHandle, spec: RunSpec, replicas: int, drain_s: float | None = None) -> None:
+        """Make the group have exactly ``replicas`` live workers: start the missing slots (a gone worker's slot is
+        started again) from ``spec``; stop the workers beyond, each finishing the calls it took (``drain_s``)."""
         ...

@@ -46,8 +46,10 @@ from deploy_mcp.docker.containers import (
 from deploy_mcp.docker.redaction import redact, secret_values
 from deploy_mcp.docker.wheelhouse import requirement_lines
 from deploy_mcp.runtime import (
+    LABEL_GROUP,
     LABEL_MANAGED,
     LABEL_QUEUE,
+    LABEL_SLOT,
     LABEL_TASK,
     LABEL_VERSION,
     Artifact,
@@ -56,6 +58,7 @@ from deploy_mcp.runtime import (
     RunSpec,
     WorkerHandle,
     say,
+    worker_memory_mb,
 )
 from mcs.core.errors import DeployError, MCSError
 from mcs.core.names import validate_name, validate_queue
@@ -138,6 +141,11 @@ class DockerRuntime:
     def artifact_ref(self, task_name: str, version: str) -> str:
         return image_tag(task_name, version)
 
+    @staticmethod
+    def worker_name(task_name: str, version: str, hostname: str) -> str:
+        """The container name of the worker with this Celery hostname (a group's id: its slot-1 worker's name)."""
+        return container_name(task_name, version, hostname)
+
     def build(self, spec: BuildSpec, progress: Progress | None = None) -> Artifact:
         tag = image_tag(spec.task_name, spec.version)
         validate_queue(spec.queue, "queue")
@@ -179,7 +187,7 @@ class DockerRuntime:
         with docker_errors("start", secrets=secrets, container=name):
             if get_container(self.client, name) is not None:  # a unique hostname makes this a real collision
                 raise DeployError(f"a container named {name} exists already", step="start", container=name)
-            memory = f"{spec.mem_limit_mb}m"
+            memory = f"{worker_memory_mb(spec, self.settings)}m"
             environment, mounts = dict(spec.environment), []
             if spec.redis_socket is not None:
                 # The socket's folder, read-only: with network "none" the worker reaches Redis and nothing else.
@@ -187,7 +195,7 @@ class DockerRuntime:
                 environment["REDIS_SOCKET"] = f"{REDIS_SOCKET_DIR}/{spec.redis_socket.name}"
             container = self.client.containers.create(
                 spec.artifact.ref,
-                command=worker_command(spec.queue, spec.hostname, spec.serve_queue),
+                command=worker_command(spec.queue, spec.hostname, spec.serve_queue, spec.concurrency),
                 name=name,
                 environment=environment,
                 mounts=mounts,
@@ -201,7 +209,7 @@ class DockerRuntime:
                 privileged=False,
                 mem_limit=memory,
                 memswap_limit=memory,
-                nano_cpus=round(spec.cpus * 1e9),
+                nano_cpus=round(spec.cpus * max(1, spec.concurrency) * 1e9),
                 pids_limit=spec.pids_limit,
                 network_mode=spec.network,
                 cgroupns="private",
@@ -320,6 +328,8 @@ class DockerRuntime:
             queue=labels.get(LABEL_QUEUE, ""),
             version=labels.get(LABEL_VERSION, ""),
             artifact_ref=labels.get(LABEL_ARTIFACT) or (tags[0] if tags else ""),
+            group=labels.get(LABEL_GROUP, ""),
+            slot=int(slot) if (slot := labels.get(LABEL_SLOT, "0")).isdigit() else 0,
         )
 
     def _stop_and_remove(self, container: Any, drain_s: float | None = None) -> None:

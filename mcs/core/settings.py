@@ -122,7 +122,7 @@ class Settings(BaseSettings):
     deploy_concurrency: int = Field(4, ge=1, le=64, description="deploys the deploy worker runs at once")
 
     # Worker containers: limits (per-task values may ask for less, never more) and network.
-    worker_runtime: str = Field("auto", pattern=r"^(auto|docker|process)$")
+    worker_runtime: str = Field("auto", pattern=r"^(auto|docker|swarm|process)$")
     worker_mem_limit_mb: int = Field(256, ge=32)
     worker_cpus: float = Field(1.0, gt=0, le=64)
     worker_pids_limit: int = Field(128, ge=16)
@@ -136,6 +136,24 @@ class Settings(BaseSettings):
     allow_shared_credentials: bool = Field(
         False,
         description="deploy even where Redis refuses ACL SETUSER: workers then share the configured credentials",
+    )
+    # Capacity: per task, deploy_task's concurrency and replicas (defaults here, never above the maximums).
+    worker_concurrency: int = Field(1, ge=1, le=64, description="pool processes of a task worker (default)")
+    max_concurrency: int = Field(8, ge=1, le=64, description="the most pool processes deploy_task may ask for")
+    worker_replicas: int = Field(1, ge=0, le=64, description="workers of a deployed task (default)")
+    max_replicas: int = Field(8, ge=1, le=256, description="the most workers deploy_task, scale_task may ask for")
+    worker_child_mem_mb: int = Field(
+        64, ge=0, description="memory a worker gets per pool process beyond the first (on top of worker_mem_limit_mb)"
+    )
+    autoscale_every_s: float = Field(1.0, gt=0, description="how often the deploy worker looks at queue depths")
+    autoscale_cooldown_s: float = Field(
+        30.0, ge=0, description="how long a task stays idle (or over-provisioned) before its workers are scaled down"
+    )
+    # Swarm (MCS_WORKER_RUNTIME=swarm): the registry every node pulls task images from.
+    swarm_registry: str = Field(
+        "127.0.0.1:5000",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?(/[a-z0-9._-]+)*$",
+        description="registry host:port[/path] task images are pushed to, for every swarm node to pull",
     )
     acl_reconcile_every_s: float = Field(30.0, gt=0, description="how often the deploy worker re-creates ACL users")
     watch_every_s: float = Field(5.0, gt=0, description="how often the deploy worker replaces gone task workers")

@@ -57,17 +57,19 @@ def main_file_name(queue: str) -> str:
     return f"app_{queue}.py"
 
 
-def worker_command(queue: str, hostname: str | None = None, serve_queue: str | None = None) -> list[str]:
+def worker_command(
+    queue: str, hostname: str | None = None, serve_queue: str | None = None, concurrency: int = 1
+) -> list[str]:
     """The task worker's command line: the image's CMD, and what every runtime runs (with its unique hostname).
 
-    prefork with one child: Celery enforces the task time limits only in a pool with child processes. No mingle and
+    prefork with ``concurrency`` children (one by default): Celery enforces the task time limits only in a pool with child processes. No mingle and
     no gossip: MCS uses neither (ping and the other remote-control commands work without them), and the worker
     answers its first ping about a second sooner. ``serve_queue``: the version's own queue MCS routes calls to
     (the image's CMD, for a person's ``docker run``, consumes the task's queue itself).
     """
     command = [
         "celery", "-A", f"app_{queue}", "worker", "-Q", serve_queue or queue, "--loglevel", "INFO",
-        "--pool", "prefork", "--concurrency", "1", "--without-mingle", "--without-gossip",
+        "--pool", "prefork", "--concurrency", str(int(concurrency)), "--without-mingle", "--without-gossip",
     ]  # fmt: skip
     return [*command, "--hostname", hostname] if hostname else command
 
