@@ -62,7 +62,8 @@ def worker_command(
 ) -> list[str]:
     """The task worker's command line: the image's CMD, and what every runtime runs (with its unique hostname).
 
-    prefork with ``concurrency`` children (one by default): Celery enforces the task time limits only in a pool with child processes. No mingle and
+    prefork with ``concurrency`` children (one by default): Celery enforces the task time limits only in a pool
+    with child processes. No mingle and
     no gossip: MCS uses neither (ping and the other remote-control commands work without them), and the worker
     answers its first ping about a second sooner. ``serve_queue``: the version's own queue MCS routes calls to
     (the image's CMD, for a person's ``docker run``, consumes the task's queue itself).
