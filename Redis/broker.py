@@ -115,6 +115,7 @@ def requeue_unacked(
     client: redis.Redis | None = None,
     queues: Collection[str] | None = None,
     to_queue: str | None = None,
+    keep_ids: Collection[str] = (),
 ) -> list[str]:
     """Give a dead worker's unacknowledged calls back to a queue, at the front; the task ids given back.
 
@@ -123,7 +124,9 @@ def requeue_unacked(
     prefix, every entry was taken by that worker. With ``queues`` (routing keys), only the entries routed by one of
     them are: the others stay untouched, taken by another live worker of the same prefix. MCS routes a call by its
     queue's name, so an entry goes back onto ``<prefix><routing_key>``, or onto ``<prefix><to_queue>`` when given,
-    marked redelivered, as kombu's own restore does (``restore_by_tag``). Each entry moves in one transaction."""
+    marked redelivered, as kombu's own restore does (``restore_by_tag``). Each entry moves in one transaction.
+    ``keep_ids``: task ids a live worker of the prefix holds (running or reserved): never given back."""
+    keep = set(keep_ids)
     if to_queue is not None:
         check_queue(to_queue, "to_queue")
     wanted = None if queues is None else set(queues)
@@ -141,6 +144,8 @@ def requeue_unacked(
                 pipe.multi()
                 if wanted is not None and routing_key not in wanted:
                     return None  # another worker's call (or gone already): left as it is
+                if message is not None and str((message.get("headers") or {}).get("id", "")) in keep:
+                    return None  # a live worker holds it
                 pipe.hdel(unacked, tag)
                 pipe.zrem(index, tag)
                 if message is None:

@@ -72,6 +72,15 @@ class Keys:
         """STRING with TTL: the outcome of this call was counted in ``calls`` (a result read twice counts once)."""
         return f"{self.prefix}counted:{task_id}"
 
+    def scaling(self, task_name: str) -> str:
+        """LIST of JSON {at, from_replicas, to_replicas, reason}, newest first, capped: a task's scaling decisions."""
+        return f"{self.prefix}scaling:{task_name}"
+
+    def audit(self) -> str:
+        """STREAM of the audit log, one entry per call of a changing tool: field ``entry`` = JSON of an AuditEntry
+        (time, tool, task, redacted arguments, outcome); trimmed to about ``MCS_AUDIT_MAX_ENTRIES``."""
+        return f"{self.prefix}audit"
+
     # -- in the result DB, under a task's key prefix ('' for a task registered by hand) -----------------------
 
     @staticmethod

@@ -31,14 +31,17 @@ from typing import TYPE_CHECKING, Any
 
 from deploy_mcp.confinement import deployment_warnings
 from deploy_mcp.credentials import TaskCredentials
-from deploy_mcp.health import Probe, Timings, registered_tasks, wait_healthy
+from deploy_mcp.health import Probe, Timings, held_calls, registered_tasks, wait_healthy
 from deploy_mcp.launch import DeployOptions, Launch
 from deploy_mcp.queries import DeploymentQueries
 from deploy_mcp.releases import Releases
+from deploy_mcp.replicas import as_group_runtime
 from deploy_mcp.runtime import Artifact, BuildSpec, Progress, RunSpec, WorkerHandle, WorkerRuntime
+from deploy_mcp.scaling import Scaling, capacity_of
 from deploy_mcp.selftest import CaseCaller, celery_case_caller, run_cases, tests_failed
 from deploy_mcp.versions import VersionFolders
 from mcs.core.bundle import BundleFile, bundle_version, parse_files
+from mcs.core.capacity import Capacity, check_capacity
 from mcs.core.celery_app import PrefixedApps, task_key_prefix, version_queue
 from mcs.core.errors import Conflict, DeployError, InvalidInput, MCSError
 from mcs.core.lifecycle import TestRun, VersionEntry
@@ -68,7 +71,7 @@ REQUEST_LOCK_WAIT_S = 15  # how long a caller's request waits for a retirement t
 DRAIN_LOCK_WAIT_S = 120  # how long a retirement waits for the deploys of its task to let go of the task's lock
 
 
-class Deployer(DeploymentQueries, Releases):
+class Deployer(DeploymentQueries, Releases, Scaling):
     def __init__(
         self,
         settings: Settings,
@@ -83,9 +86,9 @@ class Deployer(DeploymentQueries, Releases):
     ) -> None:
         self.settings = settings
         self.registry = registry
-        self.runtime = runtime
+        self.runtime = as_group_runtime(runtime)  # a version's workers as one group (replicas)
         self.probe = probe
-        self.folders = VersionFolders(settings, runtime)
+        self.folders = VersionFolders(settings, self.runtime)
         self.broker = broker
         self.credentials = credentials or TaskCredentials(settings, AclUsers(settings, registry.client))
         self.history = VersionHistory(settings, registry.client)
@@ -93,7 +96,10 @@ class Deployer(DeploymentQueries, Releases):
         #: How the previous version's retirement runs once a new one serves: in a thread (tests: at once).
         self.run_later: Callable[[Callable[[], None]], None] = self._in_thread
         self._pending = threading.local()  # the retirements a deploy schedules, started once it let go of its locks
-        self.caller = caller or celery_case_caller(PrefixedApps(settings))
+        apps = PrefixedApps(settings)
+        self.caller = caller or celery_case_caller(apps)
+        #: (hostnames, key_prefix) -> the task ids those live workers hold, None unless all answered.
+        self.held: Callable[[list[str], str], set[str] | None] = lambda names, prefix: held_calls(apps, names, prefix)
         # Who holds this deployer's locks, and how to tell that another holder died (its locks are then free).
         self.holder = {"holder": holder, "holder_alive": holder_alive} if holder else {}
 
@@ -106,8 +112,8 @@ class Deployer(DeploymentQueries, Releases):
             raise InvalidInput("request", "<deploy request>", "a JSON object")
         files = parse_files(request.get("files"), self.settings)
         plan = self._plan(request, files)
-        options = self._options(plan.network, plan.sandbox)
         task, queue = plan.main.name, plan.main.queue
+        options = self._options(plan.network, plan.sandbox, plan.capacity, self.registry.find(task))
         dockerfile, source = self._dockerfile(files, queue)
         # The version covers the build recipe too: a new template or base image rebuilds unchanged code.
         version = bundle_version(files, dockerfile.encode())
@@ -118,7 +124,8 @@ class Deployer(DeploymentQueries, Releases):
             self._check_release(current, plan, canary)
             reused = self._running_same(current, version, queue, options)
             if reused is not None:
-                records = self._register_all(plan, current.deployment, current)  # metadata may have changed
+                deployment = self._rescaled(current, reused, options)  # the same version, maybe other replicas
+                records = self._register_all(plan, deployment, current)  # metadata may have changed
                 timings.total()
                 return self._result(records, reused, version, True, source, timings, "already running", plan)
             say(f"staging version {version}")
@@ -158,11 +165,13 @@ class Deployer(DeploymentQueries, Releases):
             say("starting the worker")
             with timings.step("start"):
                 user = self.credentials.issue(task)
-                handle = self.runtime.start(self.run_spec(task, queue, version, artifact, user, options, serve_queue))
+                replicas = 1 if live.canary_percent is not None else options.capacity.start_replicas
+                spec = self.run_spec(task, queue, version, artifact, user, options, serve_queue, replicas)
+                handle = self.runtime.start(spec)
             say("waiting for the worker to answer")
             with timings.step("health"):
                 probe = partial(self.probe, key_prefix=prefix)
-                wait_healthy(self.runtime, probe, handle, plan.names, self.settings.health_timeout_s)
+                wait_healthy(self.runtime, probe, handle, plan.names, self.settings.health_timeout_s, replicas)
             if plan.cases:
                 say(f"running {len(plan.cases)} test case(s) against version {version[:12]}")
                 with timings.step("tests"):
@@ -188,6 +197,7 @@ class Deployer(DeploymentQueries, Releases):
                 primary=task,
                 tasks=plan.names,
                 tests_passed=run.passed if run else None,
+                **options.capacity.as_dict(),
             )
             if live.canary_percent is not None and current is not None and current.deployment is not None:
                 with timings.step("register"):
@@ -211,6 +221,8 @@ class Deployer(DeploymentQueries, Releases):
         # From here every call goes to the new version. The previous one retires off the deploy's path: it finishes
         # the calls it took while the deploy answers; a failure while it drains is in list_deployments.
         self._retire_later(task, queue, keep=handle, keep_user=user.username if user else None, old=current)
+        if options.capacity.replicas == 0:  # parked: it answered and passed its tests; the first call wakes it
+            self._later(lambda: self.scale(task, 0, reason="deployed parked (replicas 0)"))
         timings.total()
         return self._result(records, handle, version, False, live.source, timings, what, plan, run)
 
@@ -297,7 +309,15 @@ class Deployer(DeploymentQueries, Releases):
         manifest = parse_manifest(shipped.data()) if shipped is not None else None
         return plan_deploy(request, manifest)
 
-    def _options(self, network: str | None, sandbox: str | None) -> DeployOptions:
+    def _options(
+        self,
+        network: str | None,
+        sandbox: str | None,
+        capacity: dict[str, Any] | None = None,
+        current: TaskRecord | None = None,
+    ) -> DeployOptions:
+        """The deploy's choices; a capacity value not given keeps the current deployment's (a redeploy does not
+        undo a scale_task), else the settings' default."""
         network = network or "none"
         if network not in NETWORKS:
             raise InvalidInput(
@@ -306,12 +326,16 @@ class Deployer(DeploymentQueries, Releases):
         sandbox = sandbox or self.settings.worker_sandbox
         if sandbox not in SANDBOXES:
             raise InvalidInput("sandbox", sandbox, "runc (a hardened container) or gvisor (runsc: a user-space kernel)")
-        return DeployOptions(network, sandbox)
+        dep = current.deployment if current is not None else None
+        given = {k: v for k, v in (capacity or {}).items() if v is not None}
+        return DeployOptions(network, sandbox, check_capacity(given, self.settings, capacity_of(dep)))
 
     def options_of(self, dep: DeploymentInfo) -> DeployOptions:
         """The choices a deployment was made with (to start its worker again as it was)."""
         return DeployOptions(
-            "egress" if dep.network == "egress" else "none", dep.sandbox or self.settings.worker_sandbox
+            "egress" if dep.network == "egress" else "none",
+            dep.sandbox or self.settings.worker_sandbox,
+            capacity_of(dep) or Capacity(),
         )
 
     def _network(self, options: DeployOptions) -> str:
@@ -378,9 +402,11 @@ class Deployer(DeploymentQueries, Releases):
             return None  # deployed before confinement, or with another network: restart it confined
         if self.runtime.name != "process" and dep.sandbox != options.sandbox:
             return None
-        for handle in self.runtime.workers(current.name):
-            if handle.id == dep.container_id and self.runtime.state(handle) == "RUNNING":
-                return handle
+        if (dep.concurrency or 1) != options.capacity.concurrency:
+            return None  # the pool size is the worker's command line: start the version again
+        group = self.group_of(dep, current)
+        if dep.parked or self.runtime.state(group) == "RUNNING":
+            return group
         return None
 
     def _dockerfile(self, files: list[BundleFile], queue: str) -> tuple[str, str]:
@@ -410,6 +436,7 @@ class Deployer(DeploymentQueries, Releases):
         user: TaskUser | None,
         options: DeployOptions,
         serve_queue: str | None = None,
+        replicas: int | None = None,
     ) -> RunSpec:
         """The worker's start: its own Redis user and prefix (never the administrator's password, unless shared
         credentials were allowed), Redis through the unix socket and no network unless the task asked for one."""
@@ -439,6 +466,8 @@ class Deployer(DeploymentQueries, Releases):
             redis_socket=s.redis_socket,
             sandbox=options.sandbox,
             serve_queue=serve_queue,
+            concurrency=options.capacity.concurrency,
+            replicas=options.capacity.start_replicas if replicas is None else replicas,
         )
 
     def _discard(
@@ -586,6 +615,10 @@ class Deployer(DeploymentQueries, Releases):
         dep = record.deployment
         names = [r.name for r in records]
         tested = f", {run.passed}/{run.total} test case(s) passed" if run else ""
+        n, c = dep.desired_replicas, dep.concurrency or 1
+        workers = "parked (the first call wakes it)" if dep.parked else (
+            "worker RUNNING" if n == 1 and c == 1 else f"{n} worker(s) x {c} process(es) RUNNING"
+        )  # fmt: skip
         also = f"; also registered: {', '.join(names[1:])}" if len(names) > 1 else ""
         return DeployResult(
             task_name=record.name,
@@ -593,7 +626,7 @@ class Deployer(DeploymentQueries, Releases):
             deployment_id=dep.deployment_id,
             docker_image=dep.image,
             container_id=handle.id,
-            worker_status="RUNNING",
+            worker_status="PARKED" if dep.parked else "RUNNING",
             version=version,
             runtime=self.runtime.name,
             reused=reused,
@@ -606,6 +639,10 @@ class Deployer(DeploymentQueries, Releases):
             tasks=names,
             sources=plan.sources,
             tests=run,
-            message=f"task {record.name} {what}: version {version[:12]} on queue {record.queue}, worker RUNNING "
+            concurrency=dep.concurrency or 1,
+            replicas=dep.desired_replicas,
+            min_replicas=dep.min_replicas,
+            max_replicas=dep.max_replicas,
+            message=f"task {record.name} {what}: version {version[:12]} on queue {record.queue}, {workers} "
             f"({self.runtime.name}){tested}{also}; test it with trigger_celery_task",
         )

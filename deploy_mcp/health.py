@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from deploy_mcp.runtime import WorkerHandle, WorkerRuntime
+from deploy_mcp.runtime import Replica, WorkerHandle, WorkerRuntime
 from mcs.core.celery_app import PrefixedApps, celery_task_name
 from mcs.core.errors import DeployError
 from Redis.connection import is_connection_error
@@ -61,6 +61,32 @@ def registered_tasks(apps: PrefixedApps, hostname: str, timeout_s: float, key_pr
     return None if not replies or hostname not in replies else list(replies[hostname])
 
 
+def held_calls(apps: PrefixedApps, hostnames: list[str], key_prefix: str, timeout_s: float = 1.0) -> set[str] | None:
+    """The task ids the workers ``hostnames`` hold (running, or reserved and not started), from ``inspect active``
+    and ``inspect reserved`` on their prefix's remote-control channel; None unless every one of them answered both
+    (a call is never given back on a guess: it would run twice)."""
+    if not hostnames:
+        return set()
+    app = apps.get(key_prefix)
+    held: set[str] = set()
+    try:
+        with app.connection_for_write(transport_options={"polling_interval": PROBE_POLL_S}) as connection:
+            inspect = app.control.inspect(destination=list(hostnames), timeout=timeout_s, connection=connection)
+            for replies in (inspect.active(), inspect.reserved()):
+                if not replies or set(hostnames) - set(replies):
+                    return None
+                for requests in replies.values():
+                    held |= {str(r.get("id")) for r in requests or [] if r.get("id")}
+    except Exception as exc:
+        from kombu.exceptions import OperationalError
+
+        if not (isinstance(exc, OperationalError | OSError) or is_connection_error(exc)):
+            raise
+        apps.forget(key_prefix)
+        return None
+    return held
+
+
 class Timings:
     def __init__(self) -> None:
         self.ms: dict[str, float] = {}
@@ -79,30 +105,53 @@ class Timings:
 
 
 def wait_healthy(
-    runtime: WorkerRuntime, probe: Probe, handle: WorkerHandle, tasks: str | list[str], timeout_s: float
+    runtime: WorkerRuntime,
+    probe: Probe,
+    handle: WorkerHandle,
+    tasks: str | list[str],
+    timeout_s: float,
+    replicas: int = 1,
 ) -> None:
-    """Until the deadline: the worker must stay alive and answer with every task of its folder among its
-    registered ones."""
+    """Until the deadline: ``replicas`` workers of the group must run and each answer with every task of its folder
+    among its registered ones (a worker that answered once is not asked again)."""
     deadline = time.monotonic() + timeout_s
     names = [tasks] if isinstance(tasks, str) else tasks
+    answered: set[str] = set()
     for probe_timeout in probe_timeouts():
         if time.monotonic() >= deadline:
             break
-        state = runtime.state(handle)
-        if state in ("EXITED", "MISSING", "RESTARTING"):
+        members = _members(runtime, handle)
+        stopped = [m for m in members if m.state in ("EXITED", "MISSING", "RESTARTING")]
+        if not members or len(members) - len(stopped) < replicas:
+            state = stopped[0].state if stopped else "MISSING"
             raise DeployError(f"the new worker stopped before answering (state {state}): see log_tail", step="health")
-        registered = probe(handle.hostname, probe_timeout)
-        if registered is not None:
+        for member in members:
+            if member.hostname in answered or member.state != "RUNNING":
+                continue
+            registered = probe(member.hostname, probe_timeout)
+            if registered is None:
+                continue
             missing = [celery_task_name(n) for n in names if celery_task_name(n) not in registered]
-            if not missing:
-                return
-            wanted = missing[0]
-            raise DeployError(
-                f"the new worker answers but does not define {wanted}: does app_{{queue}}.py declare "
-                f"@celery_app.task(name={wanted!r})? It registers: {sorted(registered)[:10]}",
-                step="health",
-            )
+            if missing:
+                wanted = missing[0]
+                raise DeployError(
+                    f"the new worker answers but does not define {wanted}: does app_{{queue}}.py declare "
+                    f"@celery_app.task(name={wanted!r})? It registers: {sorted(registered)[:10]}",
+                    step="health",
+                )
+            answered.add(member.hostname)
+        if len(answered) >= replicas:
+            return
     raise DeployError(
-        f"the new worker did not answer within {timeout_s:g} s (MCS_HEALTH_TIMEOUT_S): see log_tail",
+        f"the new worker did not answer within {timeout_s:g} s (MCS_HEALTH_TIMEOUT_S; {len(answered)} of {replicas} "
+        "worker(s) answered): see log_tail",
         step="health",
     )
+
+
+def _members(runtime: WorkerRuntime, handle: WorkerHandle) -> list[Replica]:
+    """The group's workers; a runtime without groups (a worker of its own) is a group of one."""
+    members = getattr(runtime, "members", None)
+    if members is not None:
+        return members(handle)
+    return [Replica(handle.id, 1, handle.hostname, runtime.state(handle), handle.name)]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploy_mcp.runtime import Artifact
+from mcs.core.capacity import Capacity
 from mcs.core.manifest import DeployPlan
 
 
@@ -13,6 +14,7 @@ from mcs.core.manifest import DeployPlan
 class DeployOptions:
     network: str  # none: Redis only; egress: the network of MCS_WORKER_NETWORK
     sandbox: str  # runc or gvisor
+    capacity: Capacity = field(default_factory=Capacity)  # pool processes, workers, autoscaling range
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ class Releases:
             artifact = Artifact(self.runtime.name, ref, ref, reused=True)
             drafts = [TaskRecord.model_validate({**t, "queue": record.queue}) for t in entry.tasks] or [current]
             plan = DeployPlan(drafts, list(entry.cases), entry.options.get("network"), entry.options.get("sandbox"))
-            options = self._options(plan.network, plan.sandbox)
+            options = self._options(plan.network, plan.sandbox, current=current)  # the current capacity
             live = Launch(plan, entry.version, artifact, options, entry.dockerfile or "rendered", rollback=True)
             say(f"rolling {record.name} back to version {entry.version[:12]}")
             return self._go_live(live, current, say, timings, f"rolled back from {(dep.version or '')[:12]}")

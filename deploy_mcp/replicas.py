@@ -68,8 +68,14 @@ class Replicated:
 
     def __init__(self, inner: WorkerRuntime) -> None:
         self.inner = inner
-        self.name = inner.name
-        self.description = inner.description
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def description(self) -> str:
+        return self.inner.description
 
     def __getattr__(self, name: str) -> Any:  # build, artifact_ref, check, prepare, close, settings, client, ...
         return getattr(self.inner, name)

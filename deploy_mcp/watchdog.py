@@ -18,7 +18,6 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from deploy_mcp.health import Timings, wait_healthy
-from deploy_mcp.runtime import Artifact
 from mcs.core.errors import Conflict
 from mcs.core.models import TaskRecord
 from Redis.broker import move_queue, queue_depth, requeue_unacked
@@ -33,30 +32,38 @@ GONE = ("EXITED", "MISSING")
 
 
 def watch_workers(deployer: Deployer) -> list[str]:
-    """One round: replace every gone worker of a registered deployment; returns the tasks whose worker was replaced."""
-    replaced = []
-    running = {h.id: h for h in deployer.runtime.workers()}  # one listing a round, not one per deployment
+    """One round: heal every registered deployment's group whose workers are fewer than desired or one of which
+    went away since the last round; returns the tasks healed."""
+    healed = []
+    seen: dict[str, set[str]] = deployer.__dict__.setdefault("_seen_members", {})
     for record in deployer.registry.list():
         dep = record.deployment
         if dep is None or dep.runtime != deployer.runtime.name or not dep.key_prefix or record.primary != record.name:
             continue  # an extra task of a folder is watched through its folder's main task
         if dep.canary is not None:
-            canary = running.get(dep.canary.container_id or "")
-            if canary is None or deployer.runtime.state(canary) in GONE:
+            canary = deployer.group_of(dep.model_copy(update={"container_id": dep.canary.container_id}), record)
+            if deployer.runtime.state(canary) in GONE:
                 _end_lost_canary(deployer, record)
-        handle = running.get(dep.container_id or "")
-        if handle is not None and deployer.runtime.state(handle) not in GONE:
+        if dep.parked:
+            continue  # no worker on purpose: the autoscaler (or a call) wakes it
+        group = deployer.group_of(dep, record)
+        members = deployer.runtime.members(group)
+        live = {m.id for m in members if m.state not in GONE}
+        vanished = seen.get(group.id, set()) - live
+        if len(live) >= dep.desired_replicas and not vanished:
+            seen[group.id] = live
             _move_stragglers(deployer, record)
             continue
         try:
             with deployer._lock(record.name):
-                if _replace(deployer, record, handle):
-                    replaced.append(record.name)
+                if _heal(deployer, record):
+                    healed.append(record.name)
+                    seen[group.id] = {m.id for m in deployer.runtime.members(group) if m.state not in GONE}
         except Conflict:
             continue  # a deploy of this task is running: it decides what serves
         except Exception:
-            log.exception("could not replace the worker of %s", record.name)
-    return replaced
+            log.exception("could not replace the workers of %s", record.name)
+    return healed
 
 
 def sweep_unregistered(deployer: Deployer) -> list[str]:
@@ -133,41 +140,39 @@ def _move_stragglers(deployer: Deployer, record: TaskRecord) -> None:
         return  # a deploy of the task is running: it moves what its switch leaves
 
 
-def _replace(deployer: Deployer, stale: TaskRecord, handle) -> bool:
+def _heal(deployer: Deployer, stale: TaskRecord) -> bool:
+    """Give back the calls that gone workers took (those no live worker of the group holds), then start the group's
+    missing workers again (same slots, same names, same Redis user) and wait until they answer."""
     record = deployer.registry.find(stale.name)  # again, under the lock
     if record is None or record.deployment is None or record.deployment.container_id != stale.deployment.container_id:
         return False
     dep = record.deployment
+    if dep.parked:
+        return False
+    group = deployer.group_of(dep, record)
     lost_at = time.time()
+    live = [m.hostname for m in deployer.runtime.members(group) if m.state == "RUNNING"]
+    held = deployer.held(live, dep.key_prefix) if live else set()
     # Not the calls a retiring version is still finishing: its worker lives (it took them, it acknowledges them).
     draining = {e.serve_queue for e in deployer.history.list(record.name) if e.status == "draining"}
     mine = {dep.serve_queue, *deployer._retired_queues(record.name, record.queue, dep.serve_queue, None)} - draining
-    given_back = requeue_unacked(
-        deployer.settings, dep.key_prefix, deployer.broker, queues=mine, to_queue=dep.serve_queue
-    )
+    given_back: list[str] = []
+    if held is None:
+        log.warning("a live worker of %s did not say which calls it holds; giving back its lost calls next round",
+                    record.name)  # fmt: skip
+    else:
+        given_back = requeue_unacked(
+            deployer.settings, dep.key_prefix, deployer.broker, queues=mine, to_queue=dep.serve_queue, keep_ids=held
+        )
     issued = IssuedTasks(deployer.settings, deployer.registry.client)
     for task_id in given_back:
         issued.mark_lost(task_id, lost_at)
-    log.warning("the worker of %s is gone: %d call(s) given back to its queue; starting a new one", record.name,
+    log.warning("a worker of %s is gone: %d call(s) given back to its queue; starting it again", record.name,
                 len(given_back))  # fmt: skip
-    user = deployer.credentials.load(dep.acl_user) if dep.acl_user else None
-    options = deployer.options_of(dep)
-    artifact = Artifact(deployer.runtime.name, dep.image or "", dep.image or "", reused=True)
-    spec = deployer.run_spec(record.name, record.queue, dep.version or "", artifact, user, options, dep.serve_queue)
-    new = deployer.runtime.start(spec)
-    try:
-        probe = partial(deployer.probe, key_prefix=dep.key_prefix)
-        wait_healthy(deployer.runtime, probe, new, dep.tasks or record.name, deployer.settings.health_timeout_s)
-        moved = dep.model_copy(update={"container_id": new.id, "hostname": new.hostname})
-        for name in dep.tasks:  # the folder's other tasks point at the same worker
-            other = deployer.registry.find(name) if name != record.name else None
-            if other is not None and other.primary == record.name:
-                deployer.register(other, moved)
-        deployer.register(record, moved)
-    except BaseException:
-        deployer.runtime.remove(new)
-        raise
-    if handle is not None:
-        deployer.runtime.remove(handle)
-    log.warning("replaced the worker of %s: %s", record.name, new.name)
-    return True
+    spec = deployer.group_spec(record, dep, dep.desired_replicas)
+    deployer.runtime.scale(group, spec, dep.desired_replicas)
+    probe = partial(deployer.probe, key_prefix=dep.key_prefix)
+    wait_healthy(deployer.runtime, probe, group, dep.tasks or record.name, deployer.settings.health_timeout_s,
+                 dep.desired_replicas)  # fmt: skip
+    log.warning("replaced the gone worker(s) of %s in group %s", record.name, group.id)
+    return held is not None

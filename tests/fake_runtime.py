@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from deploy_mcp.runtime import Artifact, BuildSpec, RunSpec, WorkerHandle
+from deploy_mcp.runtime import LABEL_GROUP, LABEL_SLOT, Artifact, BuildSpec, RunSpec, WorkerHandle
 from mcs.core.errors import DeployError
 
 
@@ -21,6 +21,10 @@ class FakeRuntime:
     specs: list[RunSpec] = field(default_factory=list)
     description: str = "fake (in memory)"
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    @staticmethod
+    def worker_name(task_name: str, version: str, hostname: str) -> str:
+        return f"mcs-{task_name}-{version[:12]}-{hostname}"
 
     def artifact_ref(self, task_name: str, version: str) -> str:
         return f"mcs-{task_name}:{version}"
@@ -43,9 +47,13 @@ class FakeRuntime:
 
     def start(self, spec: RunSpec) -> WorkerHandle:
         self.specs.append(spec)
+        group, slot = spec.extra_labels.get(LABEL_GROUP, ""), int(spec.extra_labels.get(LABEL_SLOT, "0"))
+        number = next(self._ids)
+        # Like Docker's, a group's id is its slot-1 worker's name: here that worker's id.
         handle = WorkerHandle(
-            self.name, f"c{next(self._ids)}", f"mcs-{spec.task_name}-{spec.version[:12]}", spec.hostname,
+            self.name, group if slot == 1 else (f"{group}-{slot}" if group else f"c{number}"), f"mcs-{spec.task_name}-{spec.version[:12]}", spec.hostname,
             spec.task_name, spec.queue, spec.version, spec.artifact.ref,
+            group=group, slot=slot,
         )  # fmt: skip
         self.running[handle.id] = handle
         self.states[handle.id] = "EXITED" if self.crash_on_start else "RUNNING"

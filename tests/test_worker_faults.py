@@ -81,11 +81,13 @@ def test_a_gone_worker_is_replaced_and_its_calls_given_back(tmp_path) -> None:
 
     assert watch_workers(env.deployer) == []  # a running worker is left alone
     env.runtime.states[first.container_id] = "EXITED"  # killed: Docker will not restart it
+    starts = len(env.runtime.specs)
     assert watch_workers(env.deployer) == ["simple_add"]
     record = env.registry.get("simple_add")
-    assert record.deployment.container_id != first.container_id and list(env.runtime.running) == [
-        record.deployment.container_id
-    ]
+    # The group stays, its worker started again in the same slot under the same name.
+    assert record.deployment.container_id == first.container_id and list(env.runtime.running) == [first.container_id]
+    assert len(env.runtime.specs) == starts + 1 and env.runtime.states[first.container_id] == "RUNNING"
+    assert env.runtime.specs[-1].hostname == env.runtime.specs[starts - 1].hostname
     assert record.deployment.acl_user == env.runtime.specs[-1].environment["REDIS_USERNAME"]  # its own user again
     assert env.broker.hlen(f"{prefix}unacked") == 0 and env.broker.zcard(f"{prefix}unacked_index") == 0
     (requeued,) = env.broker.lrange(f"{prefix}{record.serve_queue}", 0, -1)  # onto the version's own queue

@@ -36,6 +36,14 @@ class DeployChoices(BaseModel):
 
     network: str | None = None
     sandbox: str | None = None
+    concurrency: int | None = None
+    replicas: int | None = None
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+
+
+#: The deploy choices a request, or else the manifest, makes (besides the tasks' metadata and test cases).
+CHOICES = ("network", "sandbox", "concurrency", "replicas", "min_replicas", "max_replicas")
 
 
 class Manifest(BaseModel):
@@ -82,6 +90,7 @@ class DeployPlan:
     network: str | None
     sandbox: str | None
     sources: dict[str, str] = field(default_factory=dict)
+    capacity: dict[str, Any] = field(default_factory=dict)  # concurrency, replicas, min/max_replicas: None = default
 
     @property
     def main(self) -> TaskRecord:
@@ -150,8 +159,8 @@ def plan_deploy(request: dict[str, Any], manifest: Manifest | None) -> DeployPla
         raise InvalidInput("tests", f"<{len(cases)} cases>", f"at most {MAX_TEST_CASES} test cases per folder")
 
     choices = manifest.deploy if manifest is not None else DeployChoices()
-    chosen: dict[str, str | None] = {}
-    for name in ("network", "sandbox"):
+    chosen: dict[str, Any] = {}
+    for name in CHOICES:
         given = request.get(name)
         if given is not None:
             chosen[name], sources[name] = given, "argument"
@@ -159,7 +168,8 @@ def plan_deploy(request: dict[str, Any], manifest: Manifest | None) -> DeployPla
             chosen[name], sources[name] = getattr(choices, name), "manifest"
         else:
             chosen[name], sources[name] = None, "default"
-    return DeployPlan(records, cases, chosen["network"], chosen["sandbox"], sources)
+    capacity = {name: chosen[name] for name in CHOICES[2:]}
+    return DeployPlan(records, cases, chosen["network"], chosen["sandbox"], sources, capacity)
 
 
 def _plain(value: Any) -> Any:

@@ -83,6 +83,23 @@ class DeploymentInfo(BaseModel):
     tasks: list[str] = Field(default_factory=list, description="every task of the folder, served by this worker")
     tests_passed: int | None = Field(None, description="how many test cases this version passed before serving")
     canary: CanaryInfo | None = Field(None, description="a new version taking a share of the calls (gradual release)")
+    concurrency: int | None = Field(None, description="pool processes per worker: calls one worker runs at once")
+    replicas: int | None = Field(None, description="workers desired now (0: parked, the first call wakes it)")
+    min_replicas: int | None = Field(None, description="autoscaling floor (0 parks an idle task)")
+    max_replicas: int | None = Field(None, description="autoscaling ceiling (above replicas: scaled on queue depth)")
+
+    @property
+    def desired_replicas(self) -> int:
+        return 1 if self.replicas is None else self.replicas
+
+    @property
+    def autoscaled(self) -> bool:
+        low, high = self.min_replicas, self.max_replicas
+        return low is not None and high is not None and high > low
+
+    @property
+    def parked(self) -> bool:
+        return self.replicas == 0
 
     def route_queue(self, queue: str) -> str:
         return self.serve_queue or queue

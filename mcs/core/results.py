@@ -211,8 +211,10 @@ class DeployResult(ToolResult):
     queue: str
     deployment_id: str
     docker_image: str = Field(description="the worker image (docker runtime) or environment (process runtime)")
-    container_id: str = Field(description="the worker container id (docker) or process id (process runtime)")
-    worker_status: str = Field(description="RUNNING once the new worker answered a Celery ping")
+    container_id: str = Field(
+        description="the id of the version's worker group: its slot-1 container's name (docker), its service (swarm)"
+    )
+    worker_status: str = Field(description="RUNNING once the new workers answered a Celery ping; PARKED at zero")
     version: str = Field(description="content hash of the deployed files")
     runtime: str = Field(description="docker, or process (no container isolation)")
     reused: bool = Field(description="true when the same files were already deployed: nothing rebuilt or restarted")
@@ -232,6 +234,10 @@ class DeployResult(ToolResult):
         default_factory=dict, description="where each value came from: argument, manifest (mcs.json) or default"
     )
     tests: TestRun | None = Field(None, description="the test cases run against this version before it served")
+    concurrency: int = Field(1, description="pool processes per worker: calls one worker runs at once")
+    replicas: int = Field(1, description="workers desired (0: parked, the first call wakes it)")
+    min_replicas: int | None = Field(None, description="autoscaling floor")
+    max_replicas: int | None = Field(None, description="autoscaling ceiling")
 
 
 class VersionInfo(BaseModel):
@@ -264,6 +270,31 @@ class RetiringVersion(BaseModel):
     error: str | None = Field(None, description="why retiring it failed (its worker may still run)")
 
 
+class ReplicaStatus(BaseModel):
+    slot: int
+    hostname: str
+    state: str = Field(description="RUNNING, STARTING, RESTARTING, EXITED or MISSING")
+    id: str
+    node: str = ""
+
+
+class ScalingEvent(BaseModel):
+    at: str
+    from_replicas: int
+    to_replicas: int
+    reason: str
+
+
+class ScaleResult(ToolResult):
+    task_name: str
+    replicas: int = Field(description="workers desired now")
+    previous: int = Field(description="workers desired before")
+    replicas_running: int
+    workers: list[ReplicaStatus] = Field(default_factory=list)
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+
+
 class DeploymentStatus(BaseModel):
     task_name: str
     queue: str
@@ -283,6 +314,13 @@ class DeploymentStatus(BaseModel):
     retiring: list[RetiringVersion] = Field(
         default_factory=list, description="previous versions still finishing their calls, or that failed to retire"
     )
+    concurrency: int = Field(1, description="pool processes per worker")
+    replicas: int = Field(1, description="workers desired (0: parked until a call wakes it)")
+    replicas_running: int = Field(0, description="workers running now")
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    workers: list[ReplicaStatus] = Field(default_factory=list, description="each worker of the serving version")
+    scaling: list[ScalingEvent] = Field(default_factory=list, description="recent scaling decisions, newest first")
 
 
 class DeploymentsResult(ToolResult):
