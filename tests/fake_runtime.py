@@ -50,8 +50,9 @@ class FakeRuntime:
         group, slot = spec.extra_labels.get(LABEL_GROUP, ""), int(spec.extra_labels.get(LABEL_SLOT, "0"))
         number = next(self._ids)
         # Like Docker's, a group's id is its slot-1 worker's name: here that worker's id.
+        worker_id = group if slot == 1 else (f"{group}-{slot}" if group else f"c{number}")
         handle = WorkerHandle(
-            self.name, group if slot == 1 else (f"{group}-{slot}" if group else f"c{number}"), f"mcs-{spec.task_name}-{spec.version[:12]}", spec.hostname,
+            self.name, worker_id, f"mcs-{spec.task_name}-{spec.version[:12]}", spec.hostname,
             spec.task_name, spec.queue, spec.version, spec.artifact.ref,
             group=group, slot=slot,
         )  # fmt: skip
