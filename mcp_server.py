@@ -14,7 +14,7 @@ from mcp.server.mcpserver import MCPServer
 
 from mcs.core.settings import Settings, load_settings
 from mcs.services import Services
-from mcs.tools import deploy_tools, pipeline_tools, registry_tools, resources, task_calls
+from mcs.tools import audit_tools, deploy_tools, pipeline_tools, registry_tools, resources, task_calls
 from mcs.tools.edge import MCSServer
 
 INSTRUCTIONS = """\
@@ -38,6 +38,8 @@ OPTIONAL_LINES = {
     "run_pipeline": "run_pipeline chains registered tasks on the server, each result passed to the next step.",
     "map_celery_task": "map_celery_task runs one task over many argument sets, results in order.",
     "cancel_celery_task": "cancel_celery_task revokes a call; get_celery_result then answers REVOKED.",
+    "get_audit_log": "get_audit_log says what was changed (deploys, scaling, rollbacks, undeploys...), by whom, with "
+    "what outcome.",
 }
 
 
@@ -57,11 +59,14 @@ def build_server(settings: Settings | None = None, services: Services | None = N
     """The MCS server with every tool, resource and prompt registered; nothing connects until one needs it."""
     services = services or Services(settings or load_settings())
     settings = services.settings
-    server = MCSServer(name="MCS", log_level=settings.log_level, max_json_depth=settings.max_json_depth)
+    server = MCSServer(
+        name="MCS", log_level=settings.log_level, max_json_depth=settings.max_json_depth, auditor=services.auditor
+    )
     deploy_tools.register(server, services)  # generate_startMain_code, deploy_task, undeploy_task, ...
     task_calls.register(server, services)  # trigger_celery_task, send_celery_task, get_celery_result
     pipeline_tools.register(server, services)  # run_pipeline, map_celery_task
     registry_tools.register(server, services)  # get_available_tasks, get_task_details, ...
+    audit_tools.register(server, services)  # get_audit_log
     resources.register(server, services)  # mcs://tasks, mcs://tasks/{name}, ..., the build_a_task prompt
     server.set_instructions(instructions(server.tool_inputs()))
     return server

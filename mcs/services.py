@@ -15,9 +15,11 @@ from mcs.core.settings import Settings
 if TYPE_CHECKING:
     from celery import Celery
 
+    from mcs.auditing import Auditor
     from mcs.deploy_client import DeployClient
     from mcs.invoker import TaskInvoker
     from mcs.pipelines import Pipelines
+    from Redis.audit import AuditLog
     from Redis.registry import TaskRegistry
 
 
@@ -60,3 +62,16 @@ class Services:
         from Redis.deploy_state import DeployWorkerState
 
         return DeployClient(self.settings, DeployWorkerState(self.settings, self.registry.client), self.celery_app)
+
+    @cached_property
+    def audit_log(self) -> AuditLog:
+        from Redis.audit import AuditLog
+
+        return AuditLog(self.settings, self.registry.client)
+
+    @cached_property
+    def auditor(self) -> Auditor:
+        """Records every call of a changing tool; the audit log's client is made at the first such call."""
+        from mcs.auditing import Auditor
+
+        return Auditor(lambda: self.audit_log)

@@ -13,6 +13,7 @@ import pytest
 from mcp import Client
 
 from mcp_server import build_server
+from mcs.core.audit import CHANGING_TOOLS
 from mcs.services import Services
 from Redis.registry import TaskRegistry
 from tests.helpers import make_settings
@@ -149,6 +150,10 @@ for tool, base in (("generate_startMain_code", GEN), ("deploy_task", DEPLOY)):
 CASES += [("rollback_task", {"task_name": name, "version": "abcdef"}, "task_name") for name in BAD_NAMES]
 CASES += [("deploy_task", {**DEPLOY, "canary_percent": c}, "canary_percent") for c in (0, 100, -5, "half", 1.5)]
 CASES += [("rollback_task", {"task_name": "echo_task", "version": v}, "version") for v in ("", "abc", "xyz123", "../x")]
+CASES += [("get_audit_log", {"task_name": t}, "task_name") for t in ("", "Bad", "../x", 5)]
+CASES += [("get_audit_log", {"tool": t}, "tool") for t in ("", "deploy task", "x" * 80, "../x")]
+CASES += [("get_audit_log", {"since": t}, "since") for t in ("", "yesterday", "5 minutes", "2026-13-45", "-5m")]
+CASES += [("get_audit_log", {"limit": n}, "limit") for n in (0, -1, 1001, "ten")]
 
 
 def test_the_table_has_at_least_200_cases_over_every_tool() -> None:
@@ -187,4 +192,9 @@ def test_bad_input_is_refused_naming_field_and_rule(server, tool: str, args: dic
     assert answer["success"] is False and answer["error"] == "invalid_input", answer
     assert field in answer["field"] and answer["rule"], answer
     assert len(answer["message"]) < 2000 and answer["elapsed_s"] < 1.0
-    assert _snapshot(root) == files_before and set(services.registry.client.keys("*")) == keys_before
+    audit = services.audit_log.keys.audit()  # a refused call of a changing tool is recorded, and nothing else
+    assert _snapshot(root) == files_before
+    assert set(services.registry.client.keys("*")) - {audit} == keys_before - {audit}
+    if tool in CHANGING_TOOLS:
+        (last,) = services.audit_log.read(tool=tool, limit=1)
+        assert last.outcome == "invalid_input"

@@ -40,6 +40,7 @@ TOOLS = {
     "list_task_versions",
     "rollback_task",
     "promote_task",
+    "get_audit_log",
 }
 READ_ONLY = {
     "get_celery_result",
@@ -50,6 +51,7 @@ READ_ONLY = {
     "list_deployments",
     "get_task_logs",
     "list_task_versions",
+    "get_audit_log",
 }
 DESTRUCTIVE = {
     "generate_startMain_code",

@@ -76,4 +76,4 @@ def test_the_wheel_installs_working_commands(tmp_path: Path) -> None:
     seen = json.loads(run.stdout.strip().splitlines()[-1])
     assert Path(seen["templates"]).is_relative_to(site) and seen["dockerfile"]
     assert Path(seen["generated_tasks_dir"]) == home / ".local" / "share" / "mcs" / "generated_tasks"
-    assert seen["tools"] == 19 and set(seen["commands"]) == COMMANDS
+    assert seen["tools"] == 20 and set(seen["commands"]) == COMMANDS

@@ -15,7 +15,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp_server import build_server
 from mcs.core.settings import PROJECT_ROOT
 from mcs.services import Services
-from mcs.tools import deploy_tools, pipeline_tools, registry_tools, task_calls
+from mcs.tools import audit_tools, deploy_tools, pipeline_tools, registry_tools, task_calls
 from tests.helpers import make_settings
 
 pytestmark = pytest.mark.unit
@@ -41,12 +41,14 @@ EXPECTED = {
     "register_task_info": ("Register task metadata", False, False, True, False),
     "get_tasks_by_category_name": ("Tasks of a category", True, False, True, False),
     "get_task_categories": ("Task categories", True, False, True, False),
+    "get_audit_log": ("The audit log", True, False, True, False),
 }
 MODULES = {
     deploy_tools: list(EXPECTED)[:8],
     task_calls: list(EXPECTED)[8:12],
     pipeline_tools: list(EXPECTED)[12:14],
-    registry_tools: list(EXPECTED)[14:],
+    registry_tools: list(EXPECTED)[14:19],
+    audit_tools: list(EXPECTED)[19:],
 }
 TOOLS_DIR = PROJECT_ROOT / "mcs" / "tools"
 
@@ -56,7 +58,7 @@ def services(tmp_path: Path) -> Services:
     return Services(make_settings(tmp_path))
 
 
-def test_build_server_lists_the_19_tools_in_order_with_their_annotations(services: Services) -> None:
+def test_build_server_lists_the_20_tools_in_order_with_their_annotations(services: Services) -> None:
     async def listed():
         async with Client(build_server(services=services)) as client:
             return (await client.list_tools()).tools

@@ -155,6 +155,25 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?(/[a-z0-9._-]+)*$",
         description="registry host:port[/path] task images are pushed to, for every swarm node to pull",
     )
+    # Observability: the dashboard (python -m mcs.dashboard, make dashboard) and the audit log of changing tools.
+    dashboard_host: str = Field(
+        "127.0.0.1",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,253}$",
+        description="address the dashboard listens on (loopback by default: it shows every task's failures)",
+    )
+    dashboard_port: int = Field(8765, ge=1, le=65535, description="port of the dashboard (and its /metrics)")
+    dashboard_token: SecretStr | None = Field(
+        None,
+        description="token a person gives the dashboard to scale, roll back or undeploy; unset: the dashboard is "
+        "read-only",
+    )
+    dashboard_refresh_s: float = Field(3.0, ge=0.5, le=300, description="how often the dashboard's pages refresh")
+    dashboard_recent_calls: int = Field(
+        200, ge=10, le=100_000, description="calls the dashboard remembers (Celery task events), over all tasks"
+    )
+    audit_max_entries: int = Field(
+        10_000, ge=100, le=10_000_000, description="entries the audit log (a Redis stream) keeps, about"
+    )
     acl_reconcile_every_s: float = Field(30.0, gt=0, description="how often the deploy worker re-creates ACL users")
     watch_every_s: float = Field(5.0, gt=0, description="how often the deploy worker replaces gone task workers")
     worker_network: str = Field(

@@ -6,6 +6,9 @@ code, the message (what was wrong, which value, what is accepted) and its detail
 itself; every tool's outputSchema describes that shape too (``$defs.ErrorResult``). An unexpected exception is
 logged with its traceback (to stderr) and reported with its type and message: the server never crashes on input
 and never answers a bare "unknown error".
+
+Every call of a tool that changes something (``mcs.core.audit.CHANGING_TOOLS``, by name) is appended to the audit log
+when the server has an auditor (``MCSServer.auditor``, set by ``build_server``): the tool modules need nothing.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from mcp.types import Tool as MCPTool
 from pydantic import BaseModel, ValidationError
 
+from mcs.core.audit import CHANGING_TOOLS
 from mcs.core.errors import InvalidInput, MCSError
 from mcs.core.results import ErrorResult
 
@@ -73,9 +77,11 @@ class MCSServer(MCPServer):
     with success false, error "invalid_input", the field, the value and what is accepted (the SDK's own answer is
     plain text). Unknown tools stay protocol-level errors. Over stdio, every line is answered (``stdio_guard``)."""
 
-    def __init__(self, *args: Any, max_json_depth: int = 64, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_json_depth: int = 64, auditor: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_json_depth = max_json_depth
+        #: records the calls of changing tools (``mcs.auditing.Auditor``); None: nothing is recorded
+        self.auditor = auditor
 
     async def run_stdio_async(self) -> None:
         from mcs.tools.stdio_guard import guarded_stdio
@@ -110,7 +116,10 @@ class MCSServer(MCPServer):
                 first = cause.errors()[0]
                 where = ".".join(str(p) for p in first["loc"]) or "arguments"
                 log.info("tool %s: invalid_input (%s)", name, where)
-                return error_result(InvalidInput(where, first.get("input"), first["msg"]))
+                error = InvalidInput(where, first.get("input"), first["msg"])
+                if self.auditor is not None and name in CHANGING_TOOLS:  # refused before it ran: recorded as such
+                    await anyio.to_thread.run_sync(self.auditor.record, name, dict(arguments or {}), error, 0.0)
+                return error_result(error)
             raise
 
 
@@ -132,6 +141,9 @@ def add_tool(
     name = fn.__name__
     signature = inspect.signature(fn, eval_str=True)
     model = signature.return_annotation
+    auditor = getattr(server, "auditor", None)
+    if auditor is not None and name in CHANGING_TOOLS:
+        fn = audited(fn, signature, auditor)
 
     def handle(exc: Exception) -> CallToolResult:
         if isinstance(exc, MCSError):
@@ -187,3 +199,37 @@ def add_tool(
             open_world_hint=open_world,
         ),
     )
+
+
+def audited(fn: Callable[..., Any], signature: inspect.Signature, auditor: Any) -> Callable[..., Any]:
+    """``fn`` whose every call is recorded by ``auditor`` (``mcs.auditing.Auditor``): its arguments as given (the
+    request context left out), its outcome and its time. A sync tool is recorded in the thread it runs in; an async
+    one records from a worker thread, so a slow Redis never stalls the event loop."""
+    name = fn.__name__
+
+    def arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        bound = signature.bind_partial(*args, **kwargs).arguments
+        return {k: v for k, v in bound.items() if not isinstance(v, Context)}
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def recorded_async(*args: Any, **kwargs: Any) -> Any:
+            started = anyio.current_time()
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                elapsed_ms = (anyio.current_time() - started) * 1000
+                await anyio.to_thread.run_sync(auditor.record, name, arguments(args, kwargs), exc, elapsed_ms)
+                raise
+            elapsed_ms = (anyio.current_time() - started) * 1000
+            await anyio.to_thread.run_sync(auditor.record, name, arguments(args, kwargs), result, elapsed_ms)
+            return result
+
+        return recorded_async
+
+    @functools.wraps(fn)
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        return auditor.call(name, arguments(args, kwargs), functools.partial(fn, *args, **kwargs))
+
+    return recorded
