@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from deploy_mcp.deployer import Deployer, registered_tasks
 from deploy_mcp.runtimes import select_runtime
+from deploy_mcp.scaling import autoscale_forever
 from deploy_mcp.selftest import celery_case_caller
 from deploy_mcp.watchdog import sweep_unregistered, watch_workers
 from mcs.core import protocol
@@ -167,6 +168,25 @@ def promote_task(self, message: Any) -> dict[str, Any]:
     )
 
 
+@app.task(name=protocol.SCALE)
+def scale_task(message: Any) -> dict[str, Any]:
+    return _run(
+        "scale",
+        message,
+        lambda p: deployer().scale(
+            p.get("task_name"),
+            p.get("replicas"),
+            min_replicas=p.get("min_replicas"),
+            max_replicas=p.get("max_replicas"),
+        ),
+    )
+
+
+@app.task(name=protocol.WAKE)
+def wake_task(message: Any) -> dict[str, Any]:
+    return _run("wake", message, lambda p: deployer().wake(p.get("task_name")))
+
+
 _alive_stop = threading.Event()
 
 
@@ -188,6 +208,10 @@ def _start_heartbeat(**_: Any) -> None:
 
     threading.Thread(target=beat, name="mcs-deploy-alive", daemon=True).start()
     threading.Thread(target=_watch, name="mcs-watchdog", daemon=True).start()
+    threading.Thread(
+        target=autoscale_forever, args=(deployer(), _alive_stop, settings().autoscale_every_s), name="mcs-autoscaler",
+        daemon=True,
+    ).start()  # fmt: skip
 
 
 def _reconcile() -> None:

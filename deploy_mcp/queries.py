@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from deploy_mcp.confinement import deployment_warnings
+from deploy_mcp.replicas import group_state
 from mcs.core.errors import Conflict, InvalidInput, NotFound
 from mcs.core.names import validate_name
 from mcs.core.results import DeploymentStatus, RetiringVersion, TaskLogsResult, UndeployResult
@@ -76,6 +77,7 @@ class DeploymentQueries:
                             removed.append(f"task {name}")
                 self.registry.remove(task_name)
                 self.history.remove_task(task_name)
+                self.scaling_log.forget(task_name)
                 removed.append("registry entry")
                 removed.append(f"queue {record.queue}" if self._purge_queue(record.queue) else "queue (was empty)")
                 prefix = record.key_prefix
@@ -92,13 +94,14 @@ class DeploymentQueries:
         return purge_queue(self.settings, queue, self.broker)
 
     def deployments(self) -> list[DeploymentStatus]:
-        running = {h.id: h for h in self.runtime.workers()}
         result = []
         for record in self.registry.list():
             dep = record.deployment
             if dep is None or record.primary != record.name:
                 continue  # an extra task of a folder: listed with its folder's main task
-            handle = running.get(dep.container_id or "")
+            workers = self.replica_status(dep, record) if dep.runtime == self.runtime.name else []
+            running = sum(1 for w in workers if w.state == "RUNNING")
+            status = "PARKED" if dep.parked and not workers else group_state([w.state for w in workers])
             result.append(
                 DeploymentStatus(
                     task_name=record.name,
@@ -107,7 +110,7 @@ class DeploymentQueries:
                     runtime=dep.runtime,
                     docker_image=dep.image,
                     container_id=dep.container_id,
-                    worker_status=self.runtime.state(handle) if handle else "MISSING",
+                    worker_status=status,
                     deployed_at=dep.deployed_at.isoformat() if dep.deployed_at else None,
                     isolation=dep.isolation or "none",
                     network=dep.network or "none",
@@ -121,6 +124,13 @@ class DeploymentQueries:
                         for e in self.history.list(record.name)
                         if e.status in ("draining", "drain_failed")
                     ],
+                    concurrency=dep.concurrency or 1,
+                    replicas=dep.desired_replicas,
+                    replicas_running=running,
+                    min_replicas=dep.min_replicas,
+                    max_replicas=dep.max_replicas,
+                    workers=workers,
+                    scaling=self.scaling_events(record.name),
                 )
             )
         return result

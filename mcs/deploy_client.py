@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from mcs.core import protocol
 from mcs.core.bundle import read_folder
+from mcs.core.capacity import check_capacity, check_replicas
 from mcs.core.errors import DeployError, MCSError, ServiceUnavailable, TaskTimeout
 from mcs.core.manifest import MANIFEST_FILE, check_retry, check_test_cases, parse_manifest, plan_deploy
 from mcs.core.models import check_task_record
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 OnProgress = Callable[[str], None]
 ALIVE_CHECK_EVERY_S = 5.0  # with the heartbeat's 15 s TTL: a dead deploy worker is noticed within 20 s
+SCALE_MARGIN_S = 30.0  # a scale-up waits for its workers' health check, and for the task's lock a little
 
 
 class DeployClient:
@@ -51,9 +53,16 @@ class DeployClient:
         tests: list[dict[str, Any]] | None = None,
         retry: dict[str, Any] | None = None,
         canary_percent: int | None = None,
+        concurrency: int | None = None,
+        replicas: int | None = None,
+        min_replicas: int | None = None,
+        max_replicas: int | None = None,
         on_progress: OnProgress | None = None,
     ) -> dict[str, Any]:
         """Deploy a folder: the arguments given (not None) override its manifest (``mcs.json``)."""
+        capacity = {"concurrency": concurrency, "replicas": replicas, "min_replicas": min_replicas,
+                    "max_replicas": max_replicas}  # fmt: skip
+        check_capacity({k: v for k, v in capacity.items() if v is not None}, self.settings)
         validate_task_name(task_name, "task_name")
         validate_queue(queue, "queue")
         given = {"description": description, "parameters": parameters, "category": category, "return_type": return_type}
@@ -75,12 +84,35 @@ class DeployClient:
             "tests": tests,
             "retry": retry,
             "canary_percent": canary_percent,
+            **capacity,
         }
         # The deploy worker checks again; checking here answers bad metadata at once, with or without a worker.
         shipped = next((f for f in files if f.path == MANIFEST_FILE), None)
         plan_deploy(request, parse_manifest(shipped.data()) if shipped is not None else None)
         payload = {**request, "files": [f.model_dump() for f in files]}
         return self.call(protocol.DEPLOY, payload, self.settings.deploy_timeout_s, on_progress)
+
+    def scale(
+        self,
+        task_name: str,
+        replicas: int,
+        min_replicas: int | None = None,
+        max_replicas: int | None = None,
+    ) -> dict[str, Any]:
+        """Set a deployed task's workers (0 parks it), optionally its autoscaling range; checked here first."""
+        check_replicas(replicas, self.settings)
+        payload: dict[str, Any] = {"task_name": task_name, "replicas": replicas}
+        if min_replicas is not None or max_replicas is not None:
+            given = {"replicas": replicas, "min_replicas": min_replicas, "max_replicas": max_replicas}
+            check_capacity({k: v for k, v in given.items() if v is not None}, self.settings)
+            payload |= {"min_replicas": min_replicas, "max_replicas": max_replicas}
+        return self.call(protocol.SCALE, payload, self.settings.health_timeout_s + SCALE_MARGIN_S)
+
+    def wake(self, task_name: str) -> str:
+        """Ask the deploy worker to start a parked task's workers, without waiting (a call is on its way)."""
+        validate_name(task_name, "task_name")
+        message = sign(deploy_secret(self.settings), protocol.KINDS[protocol.WAKE], {"task_name": task_name})
+        return self.app.send_task(protocol.WAKE, kwargs={"message": message}, queue=self.settings.deploy_queue).id
 
     def call(
         self, task: str, payload: dict[str, Any], timeout_s: float, on_progress: OnProgress | None = None

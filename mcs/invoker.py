@@ -123,6 +123,8 @@ class TaskInvoker:
         self.apps = apps or PrefixedApps(settings)
         #: (id, wait_s) -> the state of an id that is not a task's (a pipeline's or a map's, mcs.pipelines), or None
         self.follow: Callable[[str, float], TaskStatusResult | None] | None = None
+        #: Asks the deploy worker to wake a parked task (zero replicas) when a call for it is sent.
+        self.wake: Callable[[str], Any] | None = None
         self._broker = broker
         # hostname -> (answered, monotonic time until which that answer holds); one lock per hostname
         self._liveness: dict[str, tuple[bool, float]] = {}
@@ -472,7 +474,14 @@ class TaskInvoker:
         sent: ServiceUnavailable naming the cause and the fix, within about PING_TIMEOUT_S. A task registered by
         hand (no deployment, or none with a hostname) is not asked: its workers are not MCS's."""
         dep = record.deployment
-        if dep is None or getattr(dep, "replicas", None) == 0:  # parked at zero replicas: its calls wait in the queue
+        if dep is None:
+            return
+        if dep.parked:  # zero replicas: the call waits in the queue while the deploy worker starts a worker
+            if self.wake is not None:
+                try:
+                    self.wake(record.primary or record.name)
+                except Exception as exc:  # the autoscaler also sees the queue grow: the call is not lost
+                    log.warning("could not ask the deploy worker to wake %s: %s", record.name, exc)
             return
         canary = dep.canary
         hostname = canary.hostname if canary is not None and route == canary.serve_queue else dep.hostname

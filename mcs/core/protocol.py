@@ -11,6 +11,8 @@ TASK_LOGS = "mcs.deploy.task_logs"
 LIST_VERSIONS = "mcs.deploy.list_versions"
 ROLLBACK = "mcs.deploy.rollback"
 PROMOTE = "mcs.deploy.promote"
+SCALE = "mcs.deploy.scale"
+WAKE = "mcs.deploy.wake"
 
 # The signature covers the kind, so a message signed for one operation cannot be replayed as another.
 KINDS = {
@@ -21,6 +23,8 @@ KINDS = {
     LIST_VERSIONS: "versions",
     ROLLBACK: "rollback",
     PROMOTE: "promote",
+    SCALE: "scale",
+    WAKE: "wake",
 }
 
 ALIVE_TTL_S = 15

@@ -1,5 +1,6 @@
-"""Tools that make and manage workers: generate_startMain_code (writes a task folder), deploy_task, undeploy_task,
-list_deployments and get_task_logs (the last four talk to the deploy worker through ``services.deploy_client``)."""
+"""Tools that make and manage workers: generate_startMain_code (writes a task folder), deploy_task, scale_task,
+undeploy_task, list_deployments and get_task_logs (all but the first talk to the deploy worker through
+``services.deploy_client``)."""
 
 import itertools
 from collections.abc import Callable
@@ -13,14 +14,25 @@ from mcs.codegen import GeneratedTask, generate_task_folder
 from mcs.core import protocol
 from mcs.core.lifecycle import check_version_ref
 from mcs.core.names import validate_name
-from mcs.core.results import DeploymentsResult, DeployResult, TaskLogsResult, UndeployResult, VersionsResult
+from mcs.core.results import (
+    DeploymentsResult,
+    DeployResult,
+    ScaleResult,
+    TaskLogsResult,
+    UndeployResult,
+    VersionsResult,
+)
 from mcs.services import Services
 from mcs.tools.edge import add_tool
 from mcs.tools.params import (
     Category,
+    Concurrency,
     Description,
+    MaxReplicas,
+    MinReplicas,
     Network,
     Parameters,
+    Replicas,
     Retry,
     ReturnType,
     Sandbox,
@@ -141,6 +153,10 @@ def register(server: MCPServer, services: Services) -> None:
                 "one takes the rest, until promote_task or rollback_task",
             ),
         ] = None,
+        concurrency: Concurrency = None,
+        replicas: Replicas = None,
+        min_replicas: MinReplicas = None,
+        max_replicas: MaxReplicas = None,
     ) -> DeployResult:
         """Deploy a task folder as an isolated worker, test it, then register every task of the folder.
 
@@ -154,6 +170,10 @@ def register(server: MCPServer, services: Services) -> None:
         call goes to it, none to the previous version) and retires the previous version, whose waiting calls move
         over. The worker gets a Redis user of its own and no network unless `network` is "egress". The same files
         again change nothing (idempotent). Earlier versions stay for rollback_task (list_task_versions).
+
+        Capacity: `concurrency` calls per worker at once, `replicas` workers (scale_task changes it later); with
+        `min_replicas` and `max_replicas` the deploy worker scales on the queue's depth, and `min_replicas` 0 parks
+        an idle task (no worker; the first call wakes it). A value not given keeps the deployed one.
         """
 
         raw = services.deploy_client.deploy(
@@ -169,6 +189,10 @@ def register(server: MCPServer, services: Services) -> None:
             tests=tests,
             retry=retry,
             canary_percent=canary_percent,
+            concurrency=concurrency,
+            replicas=replicas,
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
             on_progress=_reporter(ctx),
         )
         return DeployResult.model_validate(raw)
@@ -202,6 +226,18 @@ def register(server: MCPServer, services: Services) -> None:
         )
         return DeployResult.model_validate(raw)
 
+    def scale_task(
+        task_name: TaskName,
+        replicas: Annotated[int, Field(ge=0, description="workers wanted now; 0 parks it (the first call wakes it)")],
+        min_replicas: MinReplicas = None,
+        max_replicas: MaxReplicas = None,
+    ) -> ScaleResult:
+        """Change how many workers serve a deployed task, without a redeploy: new workers start and answer before
+        this returns; workers beyond the count stop after finishing their calls. With min_replicas and
+        max_replicas, the deploy worker then scales the task on its queue's depth within that range."""
+        raw = services.deploy_client.scale(task_name, replicas, min_replicas, max_replicas)
+        return ScaleResult.model_validate(raw)
+
     def undeploy_task(task_name: TaskName) -> UndeployResult:
         """Remove a deployed task entirely: its worker, images, deployment folders, registry entry and queue. For a
         folder with several tasks, undeploy its main task: every task of the folder goes with it."""
@@ -227,6 +263,7 @@ def register(server: MCPServer, services: Services) -> None:
     add_tool(
         server, undeploy_task, read_only=False, destructive=True, idempotent=True, title="Undeploy a task", waits=True
     )
+    add_tool(server, scale_task, read_only=False, destructive=False, idempotent=True, title="Scale a task", waits=True)
     add_tool(server, list_deployments, read_only=True, idempotent=True, title="List deployments")
     add_tool(server, get_task_logs, read_only=True, idempotent=True, title="A task worker's log")
     add_tool(server, list_task_versions, read_only=True, idempotent=True, title="A task's versions")

@@ -61,6 +61,20 @@ Network = Annotated[
     Literal["none", "egress"] | None,
     Field(description="none: the worker reaches Redis only (default); egress: the task needs the network"),
 ]
+Concurrency = Annotated[
+    int | None,
+    Field(ge=1, le=64, description="calls one worker runs at once (pool processes); default from settings (1)"),
+]
+Replicas = Annotated[
+    int | None, Field(ge=0, le=256, description="workers of the task; 0 parks it until a call; default 1")
+]
+MinReplicas = Annotated[
+    int | None,
+    Field(ge=0, le=256, description="autoscaling floor (with max_replicas); 0 parks the task when idle"),
+]
+MaxReplicas = Annotated[
+    int | None, Field(ge=1, le=256, description="autoscaling ceiling (with min_replicas): scaled on queue depth")
+]
 Sandbox = Annotated[
     Literal["runc", "gvisor"] | None,
     Field(description="runc (hardened container) or gvisor (user-space kernel); default from settings"),
