@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from mcs.core.worker_image import replica_hostname
+
+__all__ = ["replica_hostname"]
+
 Progress = Callable[[str], None]
 
 
@@ -119,13 +123,6 @@ class Replica:
 def worker_memory_mb(spec: RunSpec, settings: Any) -> int:
     """A worker's memory limit: the configured one, and ``worker_child_mem_mb`` per pool process beyond the first."""
     return spec.mem_limit_mb + max(0, spec.concurrency - 1) * settings.worker_child_mem_mb
-
-
-def replica_hostname(group_hostname: str, slot: int) -> str:
-    """The Celery node name of the worker in ``slot`` of a group: ``<name>-r<slot>@<domain>`` for the group's
-    ``<name>@<domain>``. A replacement in the same slot answers to the same name."""
-    name, _, domain = group_hostname.partition("@")
-    return f"{name}-r{slot}@{domain or 'mcs'}"
 
 
 class WorkerRuntime(Protocol):

@@ -37,6 +37,7 @@ from mcs.core.models import TaskRecord
 from mcs.core.names import validate_queue, validate_task_name
 from mcs.core.results import CancelResult, TaskCallResult, TaskSentResult, TaskStatusEntry, TaskStatusResult
 from mcs.core.settings import Settings
+from mcs.core.worker_image import replica_hostnames
 from mcs.payload import check_call_arguments
 from Redis.broker import queue_lists
 from Redis.connection import is_connection_error, make_client
@@ -484,31 +485,36 @@ class TaskInvoker:
                     log.warning("could not ask the deploy worker to wake %s: %s", record.name, exc)
             return
         canary = dep.canary
-        hostname = canary.hostname if canary is not None and route == canary.serve_queue else dep.hostname
-        if not hostname:
+        if canary is not None and route == canary.serve_queue:
+            group, replicas = canary.hostname, 1
+        else:
+            group, replicas = dep.hostname, dep.desired_replicas
+        if not group:
             return
-        known = self._liveness.get(hostname)
+        hostnames = replica_hostnames(group, replicas)
+        known = self._liveness.get(group)
         if known is not None and known[0] and known[1] > time.monotonic():
             return  # the common path: answered within the last ALIVE_FOR_S, no round trip
-        with self._ping_lock(hostname):
-            known = self._liveness.get(hostname)  # another call may have asked while this one waited
+        with self._ping_lock(group):
+            known = self._liveness.get(group)  # another call may have asked while this one waited
             if known is not None and known[1] > time.monotonic():
                 alive = known[0]
             else:
-                alive = self._ping(record.key_prefix, hostname)
-                self._remember_liveness(hostname, alive)
+                answered = self._ping(record.key_prefix, hostnames)
+                alive = bool(answered)
+                self._remember_liveness(group, alive)
                 if alive:
-                    self._rebroadcast_revokes(record.key_prefix, hostname)
+                    self._rebroadcast_revokes(record.key_prefix, hostnames)
         if not alive:
             raise ServiceUnavailable(
-                f"task {record.name!r} is deployed but nobody serves it: its worker {hostname} did not answer a ping "
-                f"within {PING_TIMEOUT_S:g} s, so nothing was sent. The deploy worker's watchdog replaces a gone "
-                f"worker within MCS_WATCH_EVERY_S ({self.settings.watch_every_s:g} s): call again shortly; "
-                f"list_deployments shows the worker's status, and deploy_task(task_name={record.name!r}) starts a "
-                "new one (e.g. when no deploy worker runs)",
+                f"task {record.name!r} is deployed but nobody serves it: none of its {len(hostnames)} worker(s) "
+                f"({', '.join(hostnames[:3])}) answered a ping within {PING_TIMEOUT_S:g} s, so nothing was sent. The "
+                "deploy worker's watchdog replaces a gone worker within MCS_WATCH_EVERY_S "
+                f"({self.settings.watch_every_s:g} s): call again shortly; list_deployments shows the workers' status, "
+                f"and deploy_task(task_name={record.name!r}) starts new ones (e.g. when no deploy worker runs)",
                 service="task_worker",
                 task_name=record.name,
-                hostname=hostname,
+                hostname=hostnames[0],
                 queue=record.queue,
             )
 
@@ -524,33 +530,34 @@ class TaskInvoker:
             self._liveness = {h: v for h, v in self._liveness.items() if v[1] > now}
         self._liveness[hostname] = (alive, now + (ALIVE_FOR_S if alive else GONE_FOR_S))
 
-    def _ping(self, key_prefix: str, hostname: str) -> bool:
-        """Does the worker ``hostname`` answer a ping on its prefix's remote-control channel (MCS's credentials)?"""
+    def _ping(self, key_prefix: str, hostnames: list[str]) -> list[str]:
+        """Which of the workers ``hostnames`` answer a ping on their prefix's remote-control channel (MCS's
+        credentials)? The first answer ends the wait."""
         from kombu.exceptions import OperationalError
 
         for attempt in range(2):
             app = self._app(key_prefix)
             try:
-                replies = app.control.ping(destination=[hostname], timeout=PING_TIMEOUT_S, limit=1)
+                replies = app.control.ping(destination=hostnames, timeout=PING_TIMEOUT_S, limit=1)
             except Exception as exc:
                 lost = isinstance(exc, OperationalError | OSError) or is_connection_error(exc)
                 if not lost or attempt or not key_prefix:
                     raise self._celery_error(exc) from None
                 self.apps.forget(key_prefix)  # a connection kept from before a Redis restart: ask with a fresh app
                 continue
-            return any(hostname in reply for reply in replies or ())
-        return False
+            return [h for h in hostnames if any(h in reply for reply in replies or ())]
+        return []
 
-    def _rebroadcast_revokes(self, key_prefix: str, hostname: str) -> None:
+    def _rebroadcast_revokes(self, key_prefix: str, hostnames: list[str]) -> None:
         """Tell a worker that answered the calls MCS revoked under its prefix: Celery's workers keep revocations in
         memory only, so one started (or restarted) after a cancel learns them here. A courtesy: never fails a call."""
         try:
             app = self._app(key_prefix)
             ids = self.issued.revoked_ids(app.backend.client, key_prefix, MAX_REBROADCAST)
             if ids:
-                app.control.revoke(ids, destination=[hostname])
+                app.control.revoke(ids, destination=hostnames)
         except Exception as exc:
-            log.warning("could not broadcast the revoked calls of %s again: %s", hostname, exc)
+            log.warning("could not broadcast the revoked calls of %s again: %s", ", ".join(hostnames), exc)
 
     def _state(self, result: AsyncResult) -> str:
         try:

@@ -47,6 +47,7 @@ class Services:
 
         invoker = TaskInvoker(self.settings, self.registry, self.celery_app)
         invoker.follow = lambda batch_id, wait_s: self.pipelines.status(batch_id, wait_s)  # pipeline and map ids
+        invoker.wake = lambda task_name: self.deploy_client.wake(task_name)  # a parked task's first call
         return invoker
 
     @cached_property

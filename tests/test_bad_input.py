@@ -149,6 +149,16 @@ for tool, base in (("generate_startMain_code", GEN), ("deploy_task", DEPLOY)):
     CASES += [(tool, {**base, "retry": r}, "retry") for r in BAD_RETRIES]
 CASES += [("rollback_task", {"task_name": name, "version": "abcdef"}, "task_name") for name in BAD_NAMES]
 CASES += [("deploy_task", {**DEPLOY, "canary_percent": c}, "canary_percent") for c in (0, 100, -5, "half", 1.5)]
+CASES += [("deploy_task", {**DEPLOY, "concurrency": c}, "concurrency") for c in (0, -1, 65, "four", 1.5)]
+CASES += [("deploy_task", {**DEPLOY, "replicas": r}, "replicas") for r in (-1, 257, "two", 0.5)]
+CASES += [("deploy_task", {**DEPLOY, "replicas": 9}, "replicas")]  # above MCS_MAX_REPLICAS (8)
+CASES += [("deploy_task", {**DEPLOY, "concurrency": 9}, "concurrency")]  # above MCS_MAX_CONCURRENCY (8)
+CASES += [("deploy_task", {**DEPLOY, "min_replicas": 1}, "max_replicas")]  # a range needs both ends
+CASES += [("deploy_task", {**DEPLOY, "min_replicas": 3, "max_replicas": 2}, "min_replicas")]
+CASES += [("deploy_task", {**DEPLOY, "min_replicas": 1, "max_replicas": 3, "replicas": 5}, "replicas")]
+CASES += [("scale_task", {"task_name": name, "replicas": 1}, "task_name") for name in BAD_NAMES]
+CASES += [("scale_task", {"task_name": "good_task", "replicas": r}, "replicas") for r in (-1, 9, "one", None, 1.5)]
+CASES += [("scale_task", {"task_name": "good_task", "replicas": 1, "min_replicas": 2}, "max_replicas")]
 CASES += [("rollback_task", {"task_name": "echo_task", "version": v}, "version") for v in ("", "abc", "xyz123", "../x")]
 CASES += [("get_audit_log", {"task_name": t}, "task_name") for t in ("", "Bad", "../x", 5)]
 CASES += [("get_audit_log", {"tool": t}, "tool") for t in ("", "deploy task", "x" * 80, "../x")]

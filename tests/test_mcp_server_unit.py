@@ -41,6 +41,7 @@ TOOLS = {
     "rollback_task",
     "promote_task",
     "get_audit_log",
+    "scale_task",
 }
 READ_ONLY = {
     "get_celery_result",

@@ -25,6 +25,7 @@ EXPECTED = {
     "generate_startMain_code": ("Generate a task folder", False, True, False, False),
     "deploy_task": ("Deploy a task", False, True, True, False),
     "undeploy_task": ("Undeploy a task", False, True, True, False),
+    "scale_task": ("Scale a task", False, False, True, False),
     "list_deployments": ("List deployments", True, False, True, False),
     "get_task_logs": ("A task worker's log", True, False, True, False),
     "list_task_versions": ("A task's versions", True, False, True, False),
@@ -44,11 +45,11 @@ EXPECTED = {
     "get_audit_log": ("The audit log", True, False, True, False),
 }
 MODULES = {
-    deploy_tools: list(EXPECTED)[:8],
-    task_calls: list(EXPECTED)[8:12],
-    pipeline_tools: list(EXPECTED)[12:14],
-    registry_tools: list(EXPECTED)[14:19],
-    audit_tools: list(EXPECTED)[19:],
+    deploy_tools: list(EXPECTED)[:9],
+    task_calls: list(EXPECTED)[9:13],
+    pipeline_tools: list(EXPECTED)[13:15],
+    registry_tools: list(EXPECTED)[15:20],
+    audit_tools: list(EXPECTED)[20:],
 }
 TOOLS_DIR = PROJECT_ROOT / "mcs" / "tools"
 

@@ -120,7 +120,8 @@ def test_a_killed_worker_loses_no_call_and_is_replaced(stage, docker_client) -> 
         assert time.monotonic() < deadline
         time.sleep(0.2)
     time.sleep(1)
-    docker_client.containers.get(deployed["container_id"]).kill()  # a manual stop: Docker does not restart it
+    killed = docker_client.containers.get(deployed["container_id"])  # the group's slot-1 worker
+    killed.kill()  # a manual stop: Docker does not restart it
     killed_at = time.monotonic()
     said_lost = False
     while (status := stage.one("get_celery_result", task_id=sent["task_id"]))["status"] != "SUCCESS":
@@ -131,9 +132,59 @@ def test_a_killed_worker_loses_no_call_and_is_replaced(stage, docker_client) -> 
     assert status["result"] == 5
     assert said_lost, "get_celery_result never said the worker was lost"
     record = stage.one("get_task_details", task_name="sturdy")["task"]
-    assert record["deployment"]["container_id"] != deployed["container_id"]
-    assert docker_client.containers.get(record["deployment"]["container_id"]).status == "running"
-    assert stage.one("trigger_celery_task", task_name="sturdy", kwargs={"seconds": 0})["result"] == 0
+    replaced = docker_client.containers.get(record["deployment"]["container_id"])  # the same slot, started again
+    assert replaced.id != killed.id and replaced.status == "running"
+    again = stage.one("trigger_celery_task", task_name="sturdy", kwargs={"seconds": 0})
+    assert again.get("result") == 0, again
+
+
+@pytest.mark.docker
+def test_a_replica_killed_mid_call_loses_no_call_and_is_replaced(stage, docker_client) -> None:
+    """Two replicas: the one running a call is killed; the call completes (given back: the other replica holds its
+    own calls, which are not given back twice), and the killed replica's slot runs again under the same name."""
+    from deploy_mcp.health import held_calls
+    from Redis.issued import IssuedTasks
+
+    params = [{"name": "seconds", "type": "float"}]
+    body = "import os, socket, time\ntime.sleep(seconds)\nreturn socket.gethostname()"
+    generated, deployed = stage.mcp(  # both must succeed
+        ("generate_startMain_code", {"task_name": "twins", "description": "sleeps", "parameters": params,
+                                     "function_body": body, "queue": "twins_q", "return_type": "str",
+                                     "overwrite": True}),
+        ("deploy_task", {"task_name": "twins", "queue": "twins_q", "replicas": 2}),
+    )  # fmt: skip
+    assert generated["success"] and deployed["success"] and deployed["replicas"] == 2, deployed
+    (listed,) = [d for d in stage.one("list_deployments")["deployments"] if d["task_name"] == "twins"]
+    assert [w["state"] for w in listed["workers"]] == ["RUNNING", "RUNNING"]
+    by_host = {w["hostname"]: w["id"] for w in listed["workers"]}
+    doomed = stage.one("send_celery_task", task_name="twins", kwargs={"seconds": 4})["task_id"]
+    other = stage.one("send_celery_task", task_name="twins", kwargs={"seconds": 4})["task_id"]
+    prefix = task_key_prefix(stage.settings, "twins")
+    apps, deadline = PrefixedApps(stage.settings), time.monotonic() + 30
+    while True:  # which replica runs which call
+        holders = {h: held_calls(apps, [h], prefix) or set() for h in by_host}
+        if all(any(i in held for held in holders.values()) for i in (doomed, other)):
+            break
+        assert time.monotonic() < deadline, holders
+        time.sleep(0.2)
+    victim = next(h for h, held in holders.items() if doomed in held)
+    docker_client.containers.get(by_host[victim]).kill()
+    for task_id in (doomed, other):
+        deadline = time.monotonic() + 120
+        while (status := stage.one("get_celery_result", task_id=task_id, wait_s=20))["status"] != "SUCCESS":
+            assert status["success"] and time.monotonic() < deadline, status
+    issued = IssuedTasks(stage.settings, TaskRegistry(stage.settings).client)
+    assert issued.find(doomed).get("redelivered", 0) >= 1  # given back once its worker died
+    assert not issued.find(other).get("redelivered")  # the live replica's call was not given back (no double run)
+    deadline = time.monotonic() + 60
+    while True:
+        (listed,) = [d for d in stage.one("list_deployments")["deployments"] if d["task_name"] == "twins"]
+        if listed["replicas_running"] == 2 and by_host[victim] not in {w["id"] for w in listed["workers"]}:
+            break
+        assert time.monotonic() < deadline, listed
+        time.sleep(0.5)
+    assert {w["hostname"] for w in listed["workers"]} == set(by_host)  # the slot runs again under its name
+    assert stage.one("undeploy_task", task_name="twins")["success"]
 
 
 @pytest.mark.docker

@@ -57,6 +57,18 @@ def main_file_name(queue: str) -> str:
     return f"app_{queue}.py"
 
 
+def replica_hostname(group_hostname: str, slot: int) -> str:
+    """The Celery node name of the worker in ``slot`` of a version's group: ``<name>-r<slot>@<domain>`` for the
+    group's ``<name>@<domain>``. A replacement in the same slot answers to the same name."""
+    name, _, domain = group_hostname.partition("@")
+    return f"{name}-r{slot}@{domain or 'mcs'}"
+
+
+def replica_hostnames(group_hostname: str, replicas: int) -> list[str]:
+    """The node names of a group's first ``replicas`` slots (at least one)."""
+    return [replica_hostname(group_hostname, slot) for slot in range(1, max(1, replicas) + 1)]
+
+
 def worker_command(
     queue: str, hostname: str | None = None, serve_queue: str | None = None, concurrency: int = 1
 ) -> list[str]:
