@@ -7,9 +7,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
-from deploy_mcp.health import Timings
+from deploy_mcp.health import Timings, wait_healthy
 from deploy_mcp.launch import Launch
 from deploy_mcp.runtime import Artifact, Progress
 from mcs.core.errors import Conflict, InvalidInput, NotFound
@@ -192,6 +193,13 @@ class Releases:
             })  # fmt: skip
             drafts = [TaskRecord.model_validate({**t, "queue": record.queue}) for t in entry.tasks] if entry else []
             plan = DeployPlan(drafts or [current], [], dep.network, dep.sandbox)
+            if promoted.desired_replicas > 1:  # the release ran on one worker: it gets the task's replicas first
+                say(f"starting {promoted.desired_replicas - 1} more worker(s) of version {canary.version[:12]}")
+                self.runtime.scale(handle, self.group_spec(current, promoted, promoted.desired_replicas),
+                                   promoted.desired_replicas)  # fmt: skip
+                probe = partial(self.probe, key_prefix=promoted.key_prefix)
+                wait_healthy(self.runtime, probe, handle, promoted.tasks or record.name,
+                             self.settings.health_timeout_s, promoted.desired_replicas)  # fmt: skip
             records = self._register_all(plan, promoted, current)
             self.history.set_status(record.name, canary.version, "serving")
             say(f"retiring version {(dep.version or '')[:12]} (in the background)")
