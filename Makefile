@@ -4,12 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help demo up down venv test test-fast test-integration test-docker lint format security base-image bench clean
+.PHONY: help demo up down dashboard venv test test-fast test-integration test-docker lint format security base-image bench clean
 
 help:
 	@echo "make demo        the seed's quick start end to end through MCP (embedded Redis when none is configured)"
-	@echo "make up          start Redis (embedded if needed) and the deploy worker; print the Claude Desktop block"
+	@echo "make up          start Redis (embedded if needed), the deploy worker and the dashboard; print its address"
 	@echo "make down        stop exactly what make up started"
+	@echo "make dashboard   serve the web dashboard and /metrics (MCS_DASHBOARD_HOST, MCS_DASHBOARD_PORT: 127.0.0.1:8765)"
 	@echo "make test        all tiers: unit, integration (private Redis), docker (needs a daemon)"
 	@echo "make test-fast   unit tier only: no services"
 	@echo "make lint        ruff check + format check"
@@ -33,6 +34,9 @@ up: $(STAMP)
 
 down: $(STAMP)
 	$(PY) -m mcs.stack down
+
+dashboard: $(STAMP)
+	$(PY) -m mcs.dashboard
 
 test: $(STAMP)
 	$(PY) -m pytest

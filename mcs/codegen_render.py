@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcs.codegen_validate import TaskPlan
-from mcs.core.celery_app import celery_config, celery_task_name
+from mcs.core.celery_app import celery_task_name, task_worker_config
 from mcs.core.errors import InvalidInput, MCSError
 from mcs.core.lifecycle import TestCase
 from mcs.core.manifest import MANIFEST_FILE, MAX_MANIFEST_BYTES, DeployChoices, Manifest, ManifestTask
@@ -43,7 +43,7 @@ def render_app(settings: Settings, queue: str, tasks: list[TaskPlan]) -> tuple[s
     source = load_template("app.py.tmpl").substitute(
         queue=queue,
         typing_import=f"from typing import {', '.join(typing_names)}\n" if typing_names else "",
-        celery_config=_dict_literal(celery_config(settings)),
+        celery_config=_dict_literal(task_worker_config(settings)),
         max_deliveries=str(int(settings.max_deliveries)),
         tasks="\n\n\n".join(blocks),
     )

@@ -1,9 +1,10 @@
-"""Start and stop what MCS needs around the MCP server: Redis (embedded when none is configured) and the deploy worker.
+"""Start and stop what MCS needs around the MCP server: Redis (embedded when none is configured), the deploy worker
+and the dashboard.
 
-``python -m mcs.stack up`` (``make up``) starts them in the background, records their pids under ``.mcs/run/`` and
-prints the ``claude_desktop_config.json`` block; ``python -m mcs.stack down`` (``make down``) stops exactly those
-pids. ``mcs.demo`` uses the same pieces in the foreground. Progress and problems go to stderr; the config block to
-stdout.
+``python -m mcs.stack up`` (``make up``) starts them in the background, records their pids under ``.mcs/run/``,
+prints the dashboard's address and the ``claude_desktop_config.json`` block; ``python -m mcs.stack down``
+(``make down``) stops exactly those pids. ``mcs.demo`` uses the same pieces in the foreground. Progress and
+problems go to stderr; the config block to stdout.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class Stack:
     say: Any = field(default=lambda msg: print(msg, file=sys.stderr))
     redis_server: LocalRedisServer | None = None
     deploy_worker: subprocess.Popen | None = None
+    dashboard: subprocess.Popen | None = None
     redis_note: str = ""
     runtime_note: str = ""
 
@@ -164,13 +166,53 @@ class Stack:
             time.sleep(0.1)
         return self.deploy_worker.pid
 
+    def start_dashboard(self, log_path: Path, timeout_s: float = 30.0) -> tuple[int, str] | None:
+        """Start the dashboard (``python -m mcs.dashboard``) with these settings; (pid, address) once it answers, or
+        None when it could not (its port taken, ...): the stack runs without it, and says why."""
+        s = self.settings
+        url = f"http://{s.dashboard_host}:{s.dashboard_port}/"
+        if s.dashboard_host in ("127.0.0.1", "localhost") and not port_is_free(s.dashboard_port):
+            self.say(
+                f"  the dashboard's port {s.dashboard_port} is taken: set MCS_DASHBOARD_PORT, then `make dashboard`"
+            )
+            return None
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as out:
+            self.dashboard = subprocess.Popen(
+                [sys.executable, "-m", "mcs.dashboard"], cwd=PROJECT_ROOT, env=process_env(s),
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while not _answers(url + "healthz"):
+            if self.dashboard.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace")[-1000:]
+                stop_group(self.dashboard.pid, child=self.dashboard)
+                self.dashboard = None
+                self.say(f"  the dashboard did not start; its log ends with:\n{tail}")
+                return None
+            time.sleep(0.1)
+        return self.dashboard.pid, url
+
     def stop(self) -> None:
+        if self.dashboard is not None:
+            stop_group(self.dashboard.pid, child=self.dashboard)
+            self.dashboard = None
         if self.deploy_worker is not None:
             stop_group(self.deploy_worker.pid, child=self.deploy_worker)
             self.deploy_worker = None
         if self.redis_server is not None:
             self.redis_server.stop()
             self.redis_server = None
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 (our own loopback address)
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def process_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -210,6 +252,8 @@ def up(settings: Settings) -> int:
         state = json.loads(state_file.read_text())
         worker = state["deploy_worker"]
         if is_running(worker["pid"], worker["started"]):
+            if state.get("dashboard"):
+                stack.say(f"dashboard: {state['dashboard']['url']}")
             stack.say("MCS is already up (make down first); its Claude Desktop block:")
             print(json.dumps(state["claude"], indent=2))
             return 0
@@ -218,20 +262,29 @@ def up(settings: Settings) -> int:
     run_dir(settings).mkdir(parents=True, exist_ok=True)
     try:
         stack.start_redis()
-        stack.say(f"[1/3] {stack.redis_note}")
+        stack.say(f"[1/4] {stack.redis_note}")
         stack.choose_runtime()
-        stack.say(f"[2/3] worker runtime: {stack.runtime_note}")
+        stack.say(f"[2/4] worker runtime: {stack.runtime_note}")
         log_path = run_dir(settings) / "deploy_worker.log"
         pid = stack.start_deploy_worker(log_path)
     except BaseException:
         stack.stop()  # nothing half-started is left behind
         raise
-    stack.say(f"[3/3] deploy worker started (pid {pid}, log {log_path})")
+    stack.say(f"[3/4] deploy worker started (pid {pid}, log {log_path})")
+    dashboard = stack.start_dashboard(run_dir(settings) / "dashboard.log")
+    if dashboard is not None:
+        token = "" if settings.dashboard_token else " (read-only: set MCS_DASHBOARD_TOKEN to act from it)"
+        stack.say(f"[4/4] dashboard: {dashboard[1]}{token}, Prometheus metrics at {dashboard[1]}metrics")
+    else:
+        stack.say("[4/4] dashboard not started (see above); `make dashboard` starts it by itself")
     config = claude_desktop_config(stack.settings, stack.password_file if stack.redis_server else None)
     redis_pid = stack.redis_server.pid if stack.redis_server else None
     state = {
         "deploy_worker": {"pid": pid, "started": start_time(pid)},
         "redis": {"pid": redis_pid, "started": start_time(redis_pid)} if redis_pid else None,
+        "dashboard": {"pid": dashboard[0], "started": start_time(dashboard[0]), "url": dashboard[1]}
+        if dashboard
+        else None,
         "claude": config,
     }
     state_file.write_text(json.dumps(state, indent=2))
@@ -247,7 +300,7 @@ def down(settings: Settings) -> int:
         print(f"MCS is not up (no {path})", file=sys.stderr)
         return 0
     state = json.loads(path.read_text())
-    for name in ("deploy_worker", "redis"):
+    for name in ("dashboard", "deploy_worker", "redis"):
         proc = state.get(name)
         if proc:
             stopped = stop_group(proc["pid"], proc["started"])

@@ -17,7 +17,7 @@ from celery import _state as celery_state
 
 import mcs.codegen as codegen
 from mcs.codegen import GeneratedTask, generate_task_folder
-from mcs.core.celery_app import celery_config
+from mcs.core.celery_app import task_worker_config
 from mcs.core.errors import Conflict, InvalidInput, MCSError
 from mcs.core.settings import Settings
 from mcs.core.worker_image import render_dockerfile
@@ -113,8 +113,9 @@ def test_generated_app_applies_mcs_celery_config_and_signature(tmp_path: Path, l
     result = gen(settings)
     module = load_app(result)
     app = module.celery_app
-    for key, value in celery_config(settings).items():
+    for key, value in task_worker_config(settings).items():
         assert app.conf[key] == value, key
+    assert app.conf.worker_send_task_events is True  # the dashboard hears its calls (mcs.dashboard.events)
     assert app.conf.broker_url == "redis://127.0.0.1:6399/0"
     assert app.conf.result_backend == "redis://127.0.0.1:6399/1"
     task = app.tasks["mcp_app.add_numbers"]

@@ -3,7 +3,8 @@
     mcs.core            the foundation: standard library, pydantic, pydantic-settings (celery only inside functions)
     Redis               every Redis read and write; imports mcs.core
     deploy_mcp          the deploy worker and runtimes; imports mcs.core and Redis (Docker only in deploy_mcp.docker)
-    mcs (services)      invoker, deploy client, codegen, stack, demo; imports mcs.core and Redis
+    mcs (services)      invoker, deploy client, codegen, stack, demo, dashboard; imports mcs.core and Redis
+                        (the dashboard's web stack, templates and metrics only in mcs.dashboard)
     mcs.tools           the MCP tools, thin adapters over the services
     mcp_app, mcp_server the entry points
 
@@ -40,6 +41,11 @@ BOUNDARIES: dict[str, tuple[str, ...]] = {
     "docker": ("deploy_mcp.docker",),
     "requests": ("deploy_mcp.docker",),  # docker-py's transport errors
     "mcp": ("mcs.tools", "mcp_server", "mcs.demo"),
+    # the dashboard's web stack, templates and metrics stay in the dashboard
+    "starlette": ("mcs.dashboard",),
+    "uvicorn": ("mcs.dashboard",),
+    "jinja2": ("mcs.dashboard",),
+    "prometheus_client": ("mcs.dashboard",),
 }
 #: what mcs.core may import at module level besides the standard library and itself.
 CORE_TOP_LEVEL = {"pydantic", "pydantic_settings", "pydantic_core", "dotenv"}

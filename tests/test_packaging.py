@@ -17,7 +17,7 @@ from mcs.core.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
 
-COMMANDS = {"mcs-server", "mcs-deploy-worker", "mcs-up", "mcs-down", "mcs-demo"}
+COMMANDS = {"mcs-server", "mcs-deploy-worker", "mcs-up", "mcs-down", "mcs-demo", "mcs-dashboard"}
 
 CHECK = """
 import asyncio, importlib, json, sys
@@ -60,6 +60,7 @@ def test_the_wheel_installs_working_commands(tmp_path: Path) -> None:
         archive.extractall(site)
     assert {"mcp_server.py", "mcp_app.py", "templates/app.py.tmpl", "templates/Dockerfile.tmpl"} <= names
     assert {"mcs/core/settings.py", "Redis/registry.py", "deploy_mcp/deploy_worker.py"} <= names
+    assert {"mcs/dashboard/templates/base.html", "mcs/dashboard/static/dashboard.js"} <= names  # the dashboard ships
     (entry_points,) = site.glob("mcs-*.dist-info/entry_points.txt")
     parser = configparser.ConfigParser()
     parser.read(entry_points)
@@ -76,4 +77,4 @@ def test_the_wheel_installs_working_commands(tmp_path: Path) -> None:
     seen = json.loads(run.stdout.strip().splitlines()[-1])
     assert Path(seen["templates"]).is_relative_to(site) and seen["dockerfile"]
     assert Path(seen["generated_tasks_dir"]) == home / ".local" / "share" / "mcs" / "generated_tasks"
-    assert seen["tools"] == 20 and set(seen["commands"]) == COMMANDS
+    assert seen["tools"] == 21 and set(seen["commands"]) == COMMANDS

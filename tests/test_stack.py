@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,12 @@ def test_configured_redis_that_does_not_answer_is_an_error(tmp_path: Path) -> No
         Stack(settings, say=lambda m: None).start_redis()
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def stack_command(settings: Settings, command: str) -> subprocess.CompletedProcess[str]:
     env = process_env(settings)
     return subprocess.run([sys.executable, "-m", "mcs.stack", command], cwd=PROJECT_ROOT, env=env,
@@ -68,7 +76,7 @@ def stack_command(settings: Settings, command: str) -> subprocess.CompletedProce
 
 @pytest.mark.integration
 def test_up_prints_the_claude_block_and_down_stops_what_up_started(settings: Settings) -> None:
-    settings = settings.model_copy(update={"worker_runtime": "process"})
+    settings = settings.model_copy(update={"worker_runtime": "process", "dashboard_port": free_port()})
     registry = TaskRegistry(settings)
     up = stack_command(settings, "up")
     assert up.returncode == 0, up.stderr
@@ -79,11 +87,15 @@ def test_up_prints_the_claude_block_and_down_stops_what_up_started(settings: Set
         assert block["env"]["REDIS_PORT"] == str(settings.redis_port) and "REDIS_PASSWORD" not in block["env"]
         assert registry.client.exists(registry.keys.deploy_worker_alive())
         os.kill(state["deploy_worker"]["pid"], 0)  # running
+        dashboard = f"http://127.0.0.1:{settings.dashboard_port}/"
+        assert f"dashboard: {dashboard}" in up.stderr and state["dashboard"]["url"] == dashboard
+        with urllib.request.urlopen(dashboard + "healthz", timeout=5) as answer:  # noqa: S310 (loopback)
+            assert answer.status == 200
         again = stack_command(settings, "up")  # a second up changes nothing
         assert again.returncode == 0 and json.loads(again.stdout) == json.loads(up.stdout)
     finally:
         down = stack_command(settings, "down")
-    assert down.returncode == 0 and "deploy_worker: stopped" in down.stderr
+    assert down.returncode == 0 and "deploy_worker: stopped" in down.stderr and "dashboard: stopped" in down.stderr
     assert not (settings.state_dir / "run" / "stack.json").exists()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -98,7 +110,7 @@ def test_up_prints_the_claude_block_and_down_stops_what_up_started(settings: Set
 
 @pytest.mark.integration
 def test_a_stale_state_file_is_neither_trusted_nor_used_to_kill(settings: Settings) -> None:
-    settings = settings.model_copy(update={"worker_runtime": "process"})
+    settings = settings.model_copy(update={"worker_runtime": "process", "dashboard_port": free_port()})
     gone = subprocess.Popen(["true"])
     gone.wait()
     run = settings.state_dir / "run"

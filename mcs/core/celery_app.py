@@ -58,6 +58,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def task_worker_config(settings: Settings) -> dict[str, Any]:
+    """The configuration a generated task worker gets: :func:`celery_config` plus task events.
+
+    A task worker publishes its task events (received, started, succeeded, failed with the traceback, retried) on its
+    own prefix's event channel (``<prefix>/<db>.celeryev/task.*``, within its Redis user's rights), where the
+    dashboard's receivers hear them (``mcs.dashboard.events``): its recent calls, failures and latency metrics.
+    Workers send their worker events (heartbeats) in any case. The deploy worker and MCS's clients keep task events
+    off: no one reads them, and a deploy call's arguments are a signed bundle."""
+    return {**celery_config(settings), "worker_send_task_events": True}
+
+
 def task_key_prefix(settings: Settings, task_name: str) -> str:
     """The prefix of every broker and result key and channel of one deployed task (``mcs:t:<task>:``).
 
