@@ -52,7 +52,7 @@ def test_contents_become_a_digest_with_their_length_and_secrets_only_a_length() 
             "description": "adds two numbers",
             "parameters": [{"name": "a", "type": "int"}],
             "replicas": 3,
-            "author": "someone",  # not a secret: 'auth' is not a word of it
+            "author": "someone",  # not a secret: "auth" is not a word of it  # pragma: allowlist secret
         }
     )
     assert kept["task_name"] == "simple_add" and kept["replicas"] == 3 and kept["description"] == "adds two numbers"
