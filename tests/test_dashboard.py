@@ -56,7 +56,10 @@ def test_every_value_is_escaped_on_every_page() -> None:
     env = environment()
     row = _row(description=HOSTILE, category=HOSTILE, warnings=[HOSTILE], version="ab" * 32, replicas_running=1)
     call = Call("id-1", "t1", "FAILURE", 1.0, 1.0, 2.0, 1.0, HOSTILE, HOSTILE, HOSTILE, 0)
-    entry = AuditEntry(at="2026-12-01T00:00:00+00:00", tool="deploy_task", outcome="conflict", message=HOSTILE)
+    entry = AuditEntry(
+        at="2026-12-01T00:00:00+00:00", tool="deploy_task", outcome="conflict", message=HOSTILE,
+        arguments={"description": HOSTILE + " 两个数字"},
+    )  # fmt: skip
     detail = TaskDetail(row=row, calls=[call], versions=[], history=[entry], logs=HOSTILE, logs_error=None)
     snapshot = Snapshot(at=1.0, redis_up=True, tasks=[row], failures=[call], redis_error=HOSTILE)
     pages = [
@@ -67,6 +70,7 @@ def test_every_value_is_escaped_on_every_page() -> None:
         ),
         env.get_template("message.html").render(_context(title=HOSTILE, text=HOSTILE)),
     ]
+    assert "两个数字" in pages[2]  # arguments are shown as written, escaped
     for html in pages:
         assert HOSTILE not in html and "&lt;script&gt;" in html
         assert len(re.findall(r"<script", html)) == 1  # only the dashboard's own script tag

@@ -13,6 +13,7 @@ Routes: ``/`` (every task), ``/tasks/{name}`` (one task), ``/audit`` (the audit 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -60,7 +61,13 @@ def environment() -> Environment:
     )
     env.filters["when"] = _when
     env.filters["ms"] = _ms
+    env.filters["json"] = _json
     return env
+
+
+def _json(value: Any) -> str:
+    """JSON as a person reads it (non-ASCII kept as it is); a plain string, so autoescape escapes it."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
 
 def _when(value: Any) -> str:
