@@ -87,6 +87,12 @@ class Scaling:
         raise NotImplementedError
 
     @property
+    def seen_members(self) -> dict[str, dict[str, int]]:
+        """The watchdog's memory: each group's workers (id -> slot) at its last round. A change MCS makes itself
+        (a scale) resets it, so that a worker it stopped is never taken for one that died."""
+        return self.__dict__.setdefault("_seen_members", {})
+
+    @property
     def scaling_log(self) -> ScalingLog:
         return ScalingLog(self.settings, self.registry.client)
 
@@ -177,6 +183,7 @@ class Scaling:
         previous = dep.desired_replicas
         group = self.group_of(dep, record)
         spec = self.group_spec(record, dep, replicas)
+        self.seen_members.pop(group.id, None)
         updated = dep.model_copy(update={"replicas": replicas})
         drain_s = self.settings.task_time_limit_s + DRAIN_GRACE_S
         if replicas > previous or (replicas and self.runtime.state(group) in ("MISSING", "EXITED")):

@@ -35,7 +35,7 @@ def watch_workers(deployer: Deployer) -> list[str]:
     """One round: heal every registered deployment's group whose workers are fewer than desired or one of which
     went away since the last round; returns the tasks healed."""
     healed = []
-    seen: dict[str, set[str]] = deployer.__dict__.setdefault("_seen_members", {})
+    seen: dict[str, dict[str, int]] = deployer.seen_members  # group id -> {worker id: slot} of the last round
     for record in deployer.registry.list():
         dep = record.deployment
         if dep is None or dep.runtime != deployer.runtime.name or not dep.key_prefix or record.primary != record.name:
@@ -44,12 +44,15 @@ def watch_workers(deployer: Deployer) -> list[str]:
             canary = deployer.group_of(dep.model_copy(update={"container_id": dep.canary.container_id}), record)
             if deployer.runtime.state(canary) in GONE:
                 _end_lost_canary(deployer, record)
-        if dep.parked:
-            continue  # no worker on purpose: the autoscaler (or a call) wakes it
         group = deployer.group_of(dep, record)
+        if dep.parked:
+            seen.pop(group.id, None)
+            continue  # no worker on purpose: the autoscaler (or a call) wakes it
         members = deployer.runtime.members(group)
-        live = {m.id for m in members if m.state not in GONE}
-        vanished = seen.get(group.id, set()) - live
+        live = {m.id: m.slot for m in members if m.state not in GONE}
+        # A worker of a slot still wanted that went away (a runtime that replaces workers itself, as Swarm does,
+        # shows only its replacement): its calls are lost unless given back. Slots beyond the count were stopped.
+        vanished = [i for i, slot in seen.get(group.id, {}).items() if i not in live and slot <= dep.desired_replicas]
         if len(live) >= dep.desired_replicas and not vanished:
             seen[group.id] = live
             _move_stragglers(deployer, record)
@@ -58,7 +61,7 @@ def watch_workers(deployer: Deployer) -> list[str]:
             with deployer._lock(record.name):
                 if _heal(deployer, record):
                     healed.append(record.name)
-                    seen[group.id] = {m.id for m in deployer.runtime.members(group) if m.state not in GONE}
+                    seen[group.id] = {m.id: m.slot for m in deployer.runtime.members(group) if m.state not in GONE}
         except Conflict:
             continue  # a deploy of this task is running: it decides what serves
         except Exception:

@@ -150,7 +150,7 @@ def test_deploy_call_redeploy_fail_undeploy(deploy_settings: Settings, deploy_wo
     assert changed["version"] != first["version"] and changed["container_id"] != first["container_id"]
     assert ok(called)["result"] == 1030
     deadline = time.monotonic() + 60  # the previous worker retires in the background, after the deploy answered
-    while any(c.id == first["container_id"] for c in docker_client.containers.list(all=True)):
+    while any(c.name == first["container_id"] for c in docker_client.containers.list(all=True)):  # its group
         assert time.monotonic() < deadline, "the previous worker was not retired"
         time.sleep(0.2)
 
@@ -158,7 +158,7 @@ def test_deploy_call_redeploy_fail_undeploy(deploy_settings: Settings, deploy_wo
     folder = s.generated_tasks_dir / f"{TASK}_{QUEUE}"
     app_file = folder / f"app_{QUEUE}.py"
     app_file.write_text("import module_that_does_not_exist_anywhere\n" + app_file.read_text())
-    before = {c.id for c in docker_client.containers.list(all=True, filters={"label": f"mcs.task={TASK}"})}
+    before = {c.name for c in docker_client.containers.list(all=True, filters={"label": f"mcs.task={TASK}"})}
     images_before = set(images_of(docker_client, TASK))
     failed, called = mcp(s, deploy(), trigger())
     assert failed.is_error
@@ -166,8 +166,8 @@ def test_deploy_call_redeploy_fail_undeploy(deploy_settings: Settings, deploy_wo
     assert body["step"] == "health" and "module_that_does_not_exist_anywhere" in body["log_tail"]
     assert "keeps serving" in body["message"]
     assert ok(called)["result"] == 1030  # the previous version still answers
-    after = {c.id for c in docker_client.containers.list(all=True, filters={"label": f"mcs.task={TASK}"})}
-    assert after == before == {changed["container_id"]}
+    after = {c.name for c in docker_client.containers.list(all=True, filters={"label": f"mcs.task={TASK}"})}
+    assert after == before == {changed["container_id"]}  # the group's id: its slot-1 container's name
     assert set(images_of(docker_client, TASK)) == images_before
     versions = sorted(p.name for p in (s.deployments_dir / f"{TASK}_{QUEUE}").iterdir())
     assert changed["version"] in versions and len(versions) <= s.keep_versions
