@@ -39,6 +39,7 @@ from mcs.codegen_validate import (
     check_sandbox,
     check_task,
 )
+from mcs.core.capacity import check_capacity
 from mcs.core.celery_app import celery_task_name
 from mcs.core.errors import Conflict, InvalidInput
 from mcs.core.manifest import MANIFEST_FILE
@@ -96,12 +97,17 @@ def generate_task_folder(
     network: str | None = None,
     sandbox: str | None = None,
     show: str = "tasks",
+    concurrency: int | None = None,
+    replicas: int | None = None,
+    min_replicas: int | None = None,
+    max_replicas: int | None = None,
 ) -> GeneratedTask:
     """Validate, render and compile-check the folder, then write it atomically to ``{task_name}_{queue}``.
 
     ``category``, ``retry`` and ``tests`` belong to the main task (each entry of ``tasks`` may carry its own); a
-    test case naming ``task`` checks that task of the folder instead. They and the deploy choices ``network`` and
-    ``sandbox`` go into the manifest ``mcs.json``; the retry policies also into the worker's task classes.
+    test case naming ``task`` checks that task of the folder instead. They and the deploy choices (``network``,
+    ``sandbox`` and the capacity: ``concurrency``, ``replicas``, ``min_replicas``, ``max_replicas``) go into the
+    manifest ``mcs.json``; the retry policies also into the worker's task classes.
 
     ``show``: what ``main_content`` holds: ``tasks`` (the task functions as generated: decorator, signature,
     docstring, body; the Celery boilerplate above them is MCS's own), ``full`` (the whole app file) or ``none``.
@@ -119,6 +125,10 @@ def generate_task_folder(
     _refuse_duplicate_names(plans)
     cases = assign_tests(plans)
     network, sandbox = check_network(network), check_sandbox(sandbox)
+    capacity = {"concurrency": concurrency, "replicas": replicas, "min_replicas": min_replicas,
+                "max_replicas": max_replicas}  # fmt: skip
+    capacity = {k: v for k, v in capacity.items() if v is not None}
+    check_capacity(capacity, settings)  # what the manifest asks for, checked as deploy_task will
     pinned = check_requirements(requirements, settings.max_requirements)
     main_file = main_file_name(queue)
     helpers = check_additional_files(
@@ -133,7 +143,7 @@ def generate_task_folder(
         main_file: main_content,
         **helpers,
         "requirements.txt": render_requirements(pinned),
-        MANIFEST_FILE: render_manifest(queue, plans, cases, pinned, network, sandbox),
+        MANIFEST_FILE: render_manifest(queue, plans, cases, pinned, network, sandbox, capacity),
         "Dockerfile": render_dockerfile(settings, queue, has_requirements=bool(pinned)),
         "README.md": render_readme(queue, plans, helpers),
     }

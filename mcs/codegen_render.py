@@ -170,6 +170,7 @@ def render_manifest(
     requirements: list[str],
     network: str | None,
     sandbox: str | None,
+    capacity: dict[str, int] | None = None,
 ) -> str:
     """The folder's ``mcs.json``: every task (the main one first) with what its deploy registers and checks."""
     manifest = Manifest(
@@ -187,7 +188,7 @@ def render_manifest(
             for task in tasks
         ],
         requirements=requirements,
-        deploy=DeployChoices(network=network, sandbox=sandbox),
+        deploy=DeployChoices(network=network, sandbox=sandbox, **(capacity or {})),
     )
     text = manifest.render()
     size = len(text.encode("utf-8"))

@@ -212,6 +212,10 @@ BAD = {
     "network": ({"network": "internet"}, "network"),
     "network not a string": ({"network": True}, "network"),
     "sandbox": ({"sandbox": "docker"}, "sandbox"),
+    "concurrency": ({"concurrency": 0}, "concurrency"),
+    "replicas over the maximum": ({"replicas": 99}, "replicas"),
+    "a range without its top": ({"min_replicas": 0}, "max_replicas"),
+    "replicas outside the range": ({"min_replicas": 1, "max_replicas": 2, "replicas": 3}, "replicas"),
     "file mcs.json": (
         {"additional_files": [{"filename": "mcs.json", "content": "{}"}]},
         "additional_files[0].filename",
@@ -246,6 +250,18 @@ def test_accepted_values(s: Settings) -> None:
     result = gen(s, network="none", sandbox="runc", retry={"on": ["builtins.ConnectionError"]}, tests=[])
     assert manifest_of(result)["deploy"] == {"network": "none", "sandbox": "runc"}
     assert manifest_of(result)["tasks"][0]["retry"]["max_retries"] == 3
+
+
+def test_capacity_goes_into_the_manifest_and_the_deploy_plan(s: Settings) -> None:
+    result = gen(s, concurrency=4, min_replicas=0, max_replicas=3)
+    data, result_queue = manifest_of(result), manifest_of(result)["queue"]
+    assert data["deploy"] == {"concurrency": 4, "min_replicas": 0, "max_replicas": 3}
+    plan = plan_deploy({"task_name": "add_numbers", "queue": result_queue}, parse_manifest(json.dumps(data)))
+    assert plan.capacity == {"concurrency": 4, "replicas": None, "min_replicas": 0, "max_replicas": 3}
+    assert plan.sources["concurrency"] == "manifest" and plan.sources["replicas"] == "default"
+    override = plan_deploy({"task_name": "add_numbers", "queue": result_queue, "concurrency": 2}, parse_manifest(
+        json.dumps(data)))  # fmt: skip
+    assert override.capacity["concurrency"] == 2 and override.sources["concurrency"] == "argument"
 
 
 # --- the generated worker's retry logic ----------------------------------------------------------------------------

@@ -97,6 +97,10 @@ def register(server: MCPServer, services: Services) -> None:
             Literal["tasks", "full", "none"],
             Field(description="main_content: the task functions (default), the whole app file, or nothing"),
         ] = "tasks",
+        concurrency: Concurrency = None,
+        replicas: Replicas = None,
+        min_replicas: MinReplicas = None,
+        max_replicas: MaxReplicas = None,
     ) -> GeneratedTask:
         """Generate a complete, runnable Celery task folder in generated_tasks/{task_name}_{queue}/.
 
@@ -124,6 +128,10 @@ def register(server: MCPServer, services: Services) -> None:
             network=network,
             sandbox=sandbox,
             show=show,
+            concurrency=concurrency,
+            replicas=replicas,
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
         )
 
     def deploy_task(
