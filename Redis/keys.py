@@ -81,6 +81,11 @@ class Keys:
         (time, tool, task, redacted arguments, outcome); trimmed to about ``MCS_AUDIT_MAX_ENTRIES``."""
         return f"{self.prefix}audit"
 
+    def workers(self, task_name: str) -> str:
+        """STRING with TTL, JSON {at, desired, running, workers: [{slot, hostname, state, id, node}]}: a deployed
+        task's workers as the deploy worker's watchdog last saw them (get_task_details shows it)."""
+        return f"{self.prefix}workers:{task_name}"
+
     # -- in the result DB, under a task's key prefix ('' for a task registered by hand) -----------------------
 
     @staticmethod

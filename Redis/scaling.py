@@ -35,7 +35,20 @@ class ScalingLog(RedisStore):
 
     def forget(self, task: str) -> None:
         with redis_errors(self.settings):
-            self.client.delete(self.keys.scaling(task))
+            self.client.delete(self.keys.scaling(task), self.keys.workers(task))
+
+    def saw_workers(self, task: str, desired: int, workers: list[dict[str, Any]], ttl_s: float) -> None:
+        """What the watchdog saw of a task's workers this round (kept ``ttl_s``: a stale view expires)."""
+        running = sum(1 for w in workers if w.get("state") == "RUNNING")
+        view = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "desired": desired, "running": running,
+                "workers": workers}  # fmt: skip
+        with redis_errors(self.settings):
+            self.client.set(self.keys.workers(task), json.dumps(view), px=max(1000, int(ttl_s * 1000)))
+
+    def workers_seen(self, task: str) -> dict[str, Any] | None:
+        with redis_errors(self.settings):
+            raw = self.client.get(self.keys.workers(task))
+        return json.loads(raw) if raw else None
 
 
 def calls_held(settings: Any, key_prefix: str, client: Any = None) -> int:

@@ -45,10 +45,11 @@ def watch_workers(deployer: Deployer) -> list[str]:
             if deployer.runtime.state(canary) in GONE:
                 _end_lost_canary(deployer, record)
         group = deployer.group_of(dep, record)
+        members = [] if dep.parked else deployer.runtime.members(group)
+        _show(deployer, record.name, dep.desired_replicas, members)
         if dep.parked:
             seen.pop(group.id, None)
             continue  # no worker on purpose: the autoscaler (or a call) wakes it
-        members = deployer.runtime.members(group)
         live = {m.id: m.slot for m in members if m.state not in GONE}
         # A worker of a slot still wanted that went away (a runtime that replaces workers itself, as Swarm does,
         # shows only its replacement): its calls are lost unless given back. Slots beyond the count were stopped.
@@ -67,6 +68,15 @@ def watch_workers(deployer: Deployer) -> list[str]:
         except Exception:
             log.exception("could not replace the workers of %s", record.name)
     return healed
+
+
+def _show(deployer: Deployer, task: str, desired: int, members: list) -> None:
+    """Publish what this round saw of the task's workers, for get_task_details (a view, never a decision)."""
+    workers = [{"slot": m.slot, "hostname": m.hostname, "state": m.state, "id": m.id, "node": m.node} for m in members]
+    try:
+        deployer.scaling_log.saw_workers(task, desired, workers, ttl_s=3 * deployer.settings.watch_every_s + 10)
+    except Exception:
+        log.warning("could not publish the workers of %s", task, exc_info=True)
 
 
 def sweep_unregistered(deployer: Deployer) -> list[str]:

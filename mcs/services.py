@@ -64,6 +64,12 @@ class Services:
 
         return DeployClient(self.settings, DeployWorkerState(self.settings, self.registry.client), self.celery_app)
 
+    def workers_seen(self, task_name: str) -> dict | None:
+        """A deployed task's workers as the deploy worker's watchdog last saw them (None: not seen lately)."""
+        from Redis.scaling import ScalingLog
+
+        return ScalingLog(self.settings, self.registry.client).workers_seen(task_name)
+
     @cached_property
     def audit_log(self) -> AuditLog:
         from Redis.audit import AuditLog

@@ -51,6 +51,9 @@ def test_scale_task_up_and_down(stage, docker_client) -> None:
     up = stage.one("scale_task", task_name="steady", replicas=3)
     assert up["success"] and (up["previous"], up["replicas"], up["replicas_running"]) == (1, 3, 3), up
     assert [w["slot"] for w in up["workers"]] == [1, 2, 3] and len(containers(docker_client, "steady")) == 3
+    seen = until("get_task_details shows 3 running", lambda: (d := stage.one("get_task_details", task_name="steady"))
+                 .get("replicas_running") == 3 and d)  # fmt: skip
+    assert seen["task"]["deployment"]["replicas"] == 3 and [w["state"] for w in seen["workers"]] == ["RUNNING"] * 3
     down = stage.one("scale_task", task_name="steady", replicas=1)
     assert down["success"] and down["replicas"] == 1, down
     until("the extra workers stop", lambda: len(containers(docker_client, "steady")) == 1)

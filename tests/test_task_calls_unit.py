@@ -262,10 +262,10 @@ def _deploy(invoker: TaskInvoker, hostname: str | None = "served-1@mcs", **extra
 def test_a_live_worker_is_pinged_once_then_cached(fake) -> None:
     invoker, app, _ = fake
     _deploy(invoker)
-    app.alive.add("served-1@mcs")
+    app.alive.add("served-1-r1@mcs")
     for _ in range(5):
         invoker.send("served")
-    assert app.pings == [(["served-1@mcs"], 0.5, 1)] and len(app.sent) == 5
+    assert app.pings == [(["served-1-r1@mcs"], 0.5, 1)] and len(app.sent) == 5
     assert app.sent[0][1] == "sq.v1"  # routed to the version's own queue
     invoker._liveness["served-1@mcs"] = (True, time.monotonic() - 1)  # the cached answer expired
     invoker.send("served")
@@ -278,7 +278,7 @@ def test_a_deployed_task_whose_worker_does_not_answer_is_refused_naming_cause_an
     with pytest.raises(ServiceUnavailable) as refused:
         invoker.send("served")
     error = refused.value
-    assert error.details["service"] == "task_worker" and error.details["hostname"] == "gone-1@mcs"
+    assert error.details["service"] == "task_worker" and error.details["hostname"] == "gone-1-r1@mcs"
     for fragment in ("nobody serves it", "nothing was sent", "list_deployments", "deploy_task", "MCS_WATCH_EVERY_S"):
         assert fragment in error.message
     assert app.sent == [] and not invoker.issued.client.keys("*issued*")
@@ -302,22 +302,22 @@ def test_during_a_gradual_release_the_worker_the_call_goes_to_is_pinged(fake, mo
     invoker, app, _ = fake
     canary = {"version": "v2", "serve_queue": "sq.v2", "percent": 50, "hostname": "served-2@mcs"}
     _deploy(invoker, canary=canary)
-    app.alive.update({"served-1@mcs", "served-2@mcs"})
+    app.alive.update({"served-1-r1@mcs", "served-2-r1@mcs"})
     monkeypatch.setattr("mcs.invoker.random.random", lambda: 0.1)  # the canary's share
     invoker.send("served")
     monkeypatch.setattr("mcs.invoker.random.random", lambda: 0.9)
     invoker.send("served")
-    assert [p[0] for p in app.pings] == [["served-2@mcs"], ["served-1@mcs"]]
+    assert [p[0] for p in app.pings] == [["served-2-r1@mcs"], ["served-1-r1@mcs"]]
     assert [s[1] for s in app.sent] == ["sq.v2", "sq.v1"]
 
 
 def test_a_worker_that_answers_is_told_the_revoked_calls_of_its_prefix(fake) -> None:
     invoker, app, _ = fake
     _deploy(invoker)
-    app.alive.add("served-1@mcs")
+    app.alive.add("served-1-r1@mcs")
     invoker.issued.remember_revoked(app.backend.client, PREFIX, "old-id", time.time())
     invoker.send("served")
-    assert app.revokes == [(["old-id"], ["served-1@mcs"], False)]
+    assert app.revokes == [(["old-id"], ["served-1-r1@mcs"], False)]
 
 
 # -- several ids, wait_s ----------------------------------------------------------------------------------------
@@ -465,3 +465,17 @@ def test_remove_queued_looks_in_priority_lists_and_leaves_lookalikes(tmp_path: P
     assert issued.remove_queued(broker, ["p:q", "p:q\x06\x163"], wanted)
     assert broker.llen("p:q") == 1 and broker.llen("p:q\x06\x163") == 0
     assert not issued.remove_queued(broker, ["p:q", "p:q\x06\x163"], wanted)
+
+
+def test_any_replica_that_answers_serves_the_call_and_a_parked_task_is_woken(fake) -> None:
+    invoker, app, _ = fake
+    _deploy(invoker, replicas=3)
+    app.alive.add("served-1-r2@mcs")  # slots 1 and 3 are gone; slot 2 answers
+    invoker.send("served")
+    assert app.pings == [(["served-1-r1@mcs", "served-1-r2@mcs", "served-1-r3@mcs"], 0.5, 1)]
+    assert len(app.sent) == 1
+    woken: list[str] = []
+    invoker.wake = woken.append
+    _deploy(invoker, hostname="parked@mcs", replicas=0)
+    invoker.send("served")  # queued at once; the deploy worker is asked to start a worker
+    assert woken == ["served"] and len(app.sent) == 2

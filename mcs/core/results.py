@@ -184,6 +184,9 @@ class TaskListResult(ToolResult):
 
 class TaskDetailsResult(ToolResult):
     task: TaskRecord
+    replicas_running: int | None = Field(None, description="a deployed task's workers running (the watchdog's view)")
+    workers: list[ReplicaStatus] | None = Field(None, description="each worker's slot, hostname, state and id")
+    workers_seen_at: str | None = Field(None, description="when the deploy worker last looked at them")
 
 
 class RegisterResult(ToolResult):

@@ -85,9 +85,20 @@ def register(server: MCPServer, services: Services) -> None:
 
     def get_task_details(task_name: TaskName) -> TaskDetailsResult:
         """Get everything the registry knows of one task: description, parameters, return type, category,
-        queue, timestamps and deployment details."""
+        queue, timestamps and deployment details (capacity desired; workers running, as last seen)."""
         record = services.registry.get(task_name)
-        return TaskDetailsResult(task=record, message=f"task {record.name} on queue {record.queue}")
+        seen = services.workers_seen(record.primary) if record.deployment is not None else None
+        if seen is None:
+            return TaskDetailsResult(task=record, message=f"task {record.name} on queue {record.queue}")
+        dep = record.deployment
+        return TaskDetailsResult(
+            task=record,
+            replicas_running=seen["running"],
+            workers=seen["workers"],
+            workers_seen_at=seen["at"],
+            message=f"task {record.name} on queue {record.queue}: {seen['running']} of {dep.desired_replicas} "
+            f"worker(s) running",
+        )
 
     def register_task_info(
         task_name: TaskName,
