@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 #: name -> "module:class" of each runtime (imported only when chosen: docker-py is not needed for processes).
 RUNTIMES = {
     "docker": "deploy_mcp.docker.runtime:DockerRuntime",
+    "swarm": "deploy_mcp.swarm.runtime:SwarmRuntime",
     "process": "deploy_mcp.process_runtime:ProcessRuntime",
 }
 

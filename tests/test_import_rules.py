@@ -2,7 +2,8 @@
 
     mcs.core            the foundation: standard library, pydantic, pydantic-settings (celery only inside functions)
     Redis               every Redis read and write; imports mcs.core
-    deploy_mcp          the deploy worker and runtimes; imports mcs.core and Redis (Docker only in deploy_mcp.docker)
+    deploy_mcp          the deploy worker and runtimes; imports mcs.core and Redis (Docker only in deploy_mcp.docker
+                        and deploy_mcp.swarm)
     mcs (services)      invoker, deploy client, codegen, stack, demo, dashboard; imports mcs.core and Redis
                         (the dashboard's web stack, templates and metrics only in mcs.dashboard)
     mcs.tools           the MCP tools, thin adapters over the services
@@ -38,7 +39,7 @@ ALLOWED: dict[str, set[str]] = {
 #: foreign library -> the layers (or packages) that may import it. Libraries not listed are free to use.
 BOUNDARIES: dict[str, tuple[str, ...]] = {
     "redis": ("Redis",),
-    "docker": ("deploy_mcp.docker",),
+    "docker": ("deploy_mcp.docker", "deploy_mcp.swarm"),
     "requests": ("deploy_mcp.docker",),  # docker-py's transport errors
     "mcp": ("mcs.tools", "mcp_server", "mcs.demo"),
     # the dashboard's web stack, templates and metrics stay in the dashboard
