@@ -85,7 +85,7 @@ def test_a_deploy_worker_killed_mid_deploy_is_noticed_and_leaves_nothing_behind(
         started = time.monotonic()
         deployed = _deploy(client)  # the dead holder's lock does not make it wait for its 15 min TTL
         assert deployed["success"] and time.monotonic() - started < 60
-        assert [h.id for h in runtime.workers(TASK)] == [deployed["container_id"]]
+        assert [h.group for h in runtime.workers(TASK)] == [deployed["container_id"]]  # the one group's worker
     finally:
         for handle in runtime.workers():
             runtime.remove(handle)
