@@ -25,7 +25,8 @@ class WorkerProcess:
         concurrency: int = 8,
         extra_env: dict[str, str] | None = None,
     ) -> None:
-        self.hostname = f"test-{queue}-{uuid.uuid4().hex[:8]}@localhost"
+        # Slot 1's name of a group, as MCS names a deployed version's first worker (test-...@localhost the group).
+        self.hostname = f"test-{queue}-{uuid.uuid4().hex[:8]}-r1@localhost"
         self.log_path = log_path
         env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "MCS_"))}
         env.update(

@@ -12,6 +12,7 @@ import pytest
 
 from mcs.core.celery_app import create_celery_app, task_key_prefix
 from mcs.core.settings import Settings
+from mcs.core.worker_image import replica_hostname
 from Redis.registry import TaskRegistry
 from Redis.server import LocalRedisServer
 from tests.celery_worker import WorkerProcess
@@ -236,7 +237,8 @@ def test_a_deployed_task_nobody_serves_answers_within_a_second(
         "serve_queue": "ghost_q.v1",
     }
     registry.register(name="ghost", parameters=[{"name": "a", "type": "int"}], queue="ghost_q", deployment=ghost)
-    served = {"deployment_id": "echo", "version": "v1", "hostname": calls_worker.hostname}  # alive: pinged
+    # Alive, and pinged: the worker answers to slot 1's name of the group hostname registered.
+    served = {"deployment_id": "echo", "version": "v1", "hostname": calls_worker.hostname.replace("-r1@", "@")}
     registry.register(name="test_echo", parameters=PARAMS["test_echo"], queue=QUEUE, deployment=served)
 
     async def script(client):
@@ -252,7 +254,7 @@ def test_a_deployed_task_nobody_serves_answers_within_a_second(
         body = data(result)
         assert result.is_error and body["error"] == "service_unavailable" and body["service"] == "task_worker"
         assert elapsed < 1.0, f"answered after {elapsed:.2f} s"
-        assert ghost["hostname"] in body["message"] and "list_deployments" in body["message"]
+        assert replica_hostname(ghost["hostname"], 1) in body["message"] and "list_deployments" in body["message"]
         assert "deploy_task" in body["message"] and "nothing was sent" in body["message"]
     assert all(not r.is_error for r, _ in alive)
     first_alive, rest = alive[0][1], [s for _, s in alive[1:]]
