@@ -13,7 +13,7 @@ contents each round so that no build cache helps either side:
 - undeploy.
 
 The push's own time comes from the swarm build's progress line ("pushed ... in X s"). Everything made carries the
-label ``mcs.bench=1`` and is removed at the end (the images too; the registry keeps its copies).
+label ``mcs.bench.swarm=<this run's id>`` and is removed at the end (the images too; the registry keeps its copies).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from mcs.core.settings import Settings
 from Redis.registry import TaskRegistry
 from Redis.server import LocalRedisServer
 
-LABEL = "mcs.bench"
+LABEL = "mcs.bench.swarm"  # its value: this run's id; only images of this run are removed at the end
 PARAMS = [{"name": "a", "type": "int"}, {"name": "b", "type": "int"}]
 SHOWN = ("cold_s", "cold_build_s", "cold_health_s", "changed_s", "retired_after_s", "undeploy_s", "push_cold_s")
 _PUSHED = re.compile(r"pushed .* in ([0-9.]+) s")
@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     client = docker.from_env(timeout=300)
+    run = uuid.uuid4().hex[:12]
     with tempfile.TemporaryDirectory(prefix="mcs-bench-swarm-") as tmp:
         root = Path(tmp)
         redis = LocalRedisServer(root / "redis", unix_socket=root / "sock" / "redis.sock").start()
@@ -107,7 +108,7 @@ def main() -> None:
                 _env_file=None, redis_port=redis.port, redis_socket=redis.unix_socket, metadata_db=3,
                 metadata_prefix=f"mcs-bench-{uuid.uuid4().hex[:6]}:", generated_tasks_dir=root / "generated",
                 deployments_dir=root / "deployments", deploy_secret_file=root / "secret", state_dir=root / "state",
-                worker_labels={LABEL: "1"}, health_timeout_s=120.0, task_time_limit_s=30,
+                worker_labels={LABEL: run}, health_timeout_s=120.0, task_time_limit_s=30,
             )  # fmt: skip
             probe = partial(registered_tasks, PrefixedApps(settings))
             runtimes = {"docker": DockerRuntime(settings, client), "swarm": SwarmRuntime(settings, client)}
@@ -120,7 +121,7 @@ def main() -> None:
                     print(f"round {n + 1} {kind}: " + ", ".join(f"{k} {v:.2f}" for k, v in shown.items()), flush=True)
         finally:
             redis.stop()
-            for image in client.images.list(filters={"label": f"{LABEL}=1"}):
+            for image in client.images.list(filters={"label": f"{LABEL}={run}"}):
                 try:
                     client.images.remove(image.id, force=True)
                 except docker.errors.APIError as exc:

@@ -4,7 +4,8 @@ function that picks the configured one, or with ``auto`` Docker when a daemon an
 ``python -m deploy_mcp.runtimes prepare`` chooses and prepares the runtime the deploy worker will use (for Docker:
 the base image, built when missing, progress on stderr) and prints ``{"runtime", "description"}`` on stdout: the
 stack (``make up`` / ``make demo``) runs it before it starts the deploy worker with that runtime. ``auto`` means
-Docker: without a daemon it is an error, never task code running unconfined on the host.
+Docker: without a daemon it is an error, never task code running unconfined on the host. ``swarm`` is chosen
+explicitly; its check wants the daemon to be a swarm manager and ``MCS_SWARM_REGISTRY`` to answer.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """A rolling redeploy on the swarm runtime loses no call: through the real Deployer, a task deployed with 2
-replicas serves a steady stream of calls while a changed version replaces it; every call completes.
+replicas serves a steady stream of calls while a changed version replaces it; every call completes. A replica
+killed mid-call loses none either: Swarm starts another in its slot, the watchdog gives the call back.
 
 Marker ``swarm`` (a swarm manager and the registry, see ``tests/swarm_fixtures.py``), with the suite's own Redis
 (workers reach it through its unix socket) and real Celery workers.
@@ -19,6 +20,7 @@ import pytest
 
 from deploy_mcp.deployer import Deployer, registered_tasks
 from deploy_mcp.swarm.runtime import SwarmRuntime
+from deploy_mcp.watchdog import watch_workers
 from mcs.codegen import generate_task_folder
 from mcs.core.bundle import read_folder
 from mcs.core.celery_app import PrefixedApps, create_celery_app, task_key_prefix
@@ -49,13 +51,15 @@ def deployer(swarm_client: Any, settings: Settings) -> Iterator[Deployer]:
             runtime.remove(handle)
 
 
-def request_for(settings: Settings, body: str, replicas: int) -> dict[str, Any]:
+def request_for(
+    settings: Settings, body: str, replicas: int, params: list[dict[str, Any]] = PARAMS, returns: str = "int"
+) -> dict[str, Any]:
     generate_task_folder(
-        settings, task_name=TASK, description="adds", parameters=PARAMS, function_body=body, queue=QUEUE,
-        return_type="int", overwrite=True,
+        settings, task_name=TASK, description="adds", parameters=params, function_body=body, queue=QUEUE,
+        return_type=returns, overwrite=True,
     )  # fmt: skip
     files = read_folder(settings, settings.generated_tasks_dir / f"{TASK}_{QUEUE}")
-    return {"task_name": TASK, "queue": QUEUE, "description": "adds", "parameters": PARAMS, "return_type": "int",
+    return {"task_name": TASK, "queue": QUEUE, "description": "adds", "parameters": params, "return_type": returns,
             "files": [f.model_dump() for f in files], "replicas": replicas}  # fmt: skip
 
 
@@ -123,3 +127,34 @@ def test_rolling_redeploy_loses_no_call(deployer: Deployer) -> None:
     wait_for(lambda: [h.id for h in runtime.workers(TASK)] == [second.container_id], 90, "the old service to go")
     deployer.undeploy(TASK)
     assert runtime.workers(TASK) == []
+
+
+def test_killed_replica_loses_no_call(deployer: Deployer, swarm_client: Any) -> None:
+    s, runtime = deployer.settings, deployer.runtime
+    params = [{"name": "seconds", "type": "float"}]
+    body = "import socket, time\ntime.sleep(seconds)\nreturn socket.gethostname()"
+    deployed = deployer.deploy(request_for(s, body, replicas=2, params=params, returns="str"))
+    group = next(h for h in runtime.workers(TASK) if h.id == deployed.container_id)
+    app = create_celery_app(s, key_prefix=task_key_prefix(s, TASK))
+    queue = TaskRegistry(s).get(TASK).serve_queue
+    calls = [app.send_task(f"mcp_app.{TASK}", kwargs={"seconds": 4.0}, queue=queue) for _ in range(2)]
+    wait_for(lambda: all(c.state == "STARTED" for c in calls), 30, "both calls to start")
+    victim = runtime.members(group)[0]
+    (container,) = swarm_client.containers.list(filters={"label": f"com.docker.swarm.task.id={victim.id}"})
+    container.kill()  # mid-call
+
+    def healed() -> bool:
+        watch_workers(deployer)  # the deploy worker's watch round: gives the lost call back
+        members = runtime.members(group)
+        return (
+            len(members) == 2
+            and all(m.state == "RUNNING" for m in members)
+            and victim.id not in {m.id for m in members}
+        )
+
+    wait_for(healed, 60, "the killed replica replaced", every_s=1.0)
+    replaced = next(m for m in runtime.members(group) if m.slot == victim.slot)
+    assert replaced.hostname == victim.hostname  # the same slot, the same Celery name
+    ran_on = [c.get(timeout=90) for c in calls]  # both calls done: the killed one's was given back, and run again
+    assert set(ran_on) <= {"r1", "r2"}, ran_on
+    deployer.undeploy(TASK)

@@ -76,6 +76,7 @@ from deploy_mcp.swarm import registry as registry_mod
 from deploy_mcp.swarm.service_spec import (
     LABEL_SERVICE,
     PASSWORD_ENV,
+    RESTART_DELAY_S,
     Secret,
     drain_s,
     local_tag_of,
@@ -228,8 +229,9 @@ class SwarmRuntime:
 
     def scale(self, group: WorkerHandle, spec: RunSpec, replicas: int, drain_s: float | None = None) -> None:
         """Change the replica count of the group's service, its spec untouched (a change of it would restart every
-        replica). Up: returns once Swarm made the new replicas' tasks. Down: Swarm picks the replicas to stop (by
-        node balance, not by slot: the slots left need not be 1..n); returns once they are gone, each having
+        replica). Up: returns once Swarm made the new replicas' tasks. A replica that ended is Swarm's to start
+        again, in its slot, after the restart delay: returns once it did. Down: Swarm picks the replicas to stop
+        (by node balance, not by slot: the slots left need not be 1..n); returns once they are gone, each having
         drained its calls for up to ``drain_s`` (default the service's stop grace period) before it is killed.
         A group whose service is gone is created again from ``spec`` under its name (a person removed it)."""
         if replicas < 0:
@@ -246,16 +248,16 @@ class SwarmRuntime:
                 self._secrets.setdefault(group.id, secret_values(spec.environment))
         before = {m.id for m in self.members(group) if m.state != "EXITED"}
         spec_now = service["Spec"]
-        if (spec_now.get("Mode") or {}).get("Replicated", {}).get("Replicas") == replicas:
-            return
-        with docker_errors("scale", service=group.id):
-            self.client.api.update_service(
-                service["ID"], service["Version"]["Index"], task_template=spec_now["TaskTemplate"],
-                name=spec_now["Name"], labels=spec_now.get("Labels"), mode={"Replicated": {"Replicas": replicas}},
-                update_config=spec_now.get("UpdateConfig"), rollback_config=spec_now.get("RollbackConfig"),
-                endpoint_spec=spec_now.get("EndpointSpec"),
-            )  # fmt: skip
+        if (spec_now.get("Mode") or {}).get("Replicated", {}).get("Replicas") != replicas:
+            with docker_errors("scale", service=group.id):
+                self.client.api.update_service(
+                    service["ID"], service["Version"]["Index"], task_template=spec_now["TaskTemplate"],
+                    name=spec_now["Name"], labels=spec_now.get("Labels"), mode={"Replicated": {"Replicas": replicas}},
+                    update_config=spec_now.get("UpdateConfig"), rollback_config=spec_now.get("RollbackConfig"),
+                    endpoint_spec=spec_now.get("EndpointSpec"),
+                )  # fmt: skip
         self._wait_tasks(group.id, replicas)
+        self._wait_replaced(group)
         if len(before) > replicas:
             drain = drain_s if drain_s is not None else self._drain_s
             stopping = self._marked_to_stop(service["ID"], before, len(before) - replicas)
@@ -487,6 +489,13 @@ class SwarmRuntime:
         service is refused then)."""
         with docker_errors("tasks", service=service_id):
             return [t for t in self.client.api.tasks() if t.get("ServiceID") == service_id]
+
+    def _wait_replaced(self, group: WorkerHandle) -> None:
+        """Until no member is an ended replica whose replacement waits out Swarm's restart delay (bounded: one
+        that keeps ending is what the health check then reports)."""
+        deadline = time.monotonic() + RESTART_DELAY_S + TASKS_MARKED_S
+        while any(m.state == "EXITED" for m in self.members(group)) and time.monotonic() < deadline:
+            time.sleep(POLL_S)
 
     def _marked_to_stop(self, service_id: str, task_ids: set[str], count: int) -> set[str]:
         """Which of ``task_ids`` Swarm's orchestrator marked to stop after a scale-down by ``count`` (it does so
