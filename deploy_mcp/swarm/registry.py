@@ -15,7 +15,9 @@ import logging
 import time
 from typing import Any
 
-from deploy_mcp.docker.client import docker_errors
+import docker.errors
+
+from deploy_mcp.docker.client import docker_errors, get_image
 from deploy_mcp.runtime import Progress, say
 from mcs.core.errors import DeployError, ServiceUnavailable
 
@@ -58,6 +60,35 @@ def push(client: Any, image_id: str, ref: str, progress: Progress | None = None)
         raise DeployError(f"the push of {ref} ended without a digest from the registry", step="push", image=ref)
     say(progress, f"pushed {ref} ({digest[:19]}) in {time.monotonic() - started:.1f} s", logger)
     return digest
+
+
+def pinned_ref(client: Any, ref: str) -> str:
+    """``ref@sha256:...``: every node runs exactly what was pushed, and a node that has it starts it without
+    asking the registry (Swarm pulls a tag at each start). The digest is the local image's record of the push,
+    else the registry's answer (through the daemon); ``ref`` itself when neither knows it."""
+    image = get_image(client, ref)
+    repository = split_repository(ref)[0]
+    for digest in (image.attrs.get("RepoDigests") or []) if image is not None else []:
+        if digest.startswith(repository + "@"):
+            return f"{ref}@{digest.split('@', 1)[1]}"
+    try:
+        digest = str(client.api.inspect_distribution(ref)["Descriptor"]["digest"])
+    except (docker.errors.APIError, KeyError, TypeError):
+        return ref  # the node's pull of the tag then says what is wrong, in the replica's task error
+    return f"{ref}@{digest}" if digest.startswith("sha256:") else ref
+
+
+def local_image(client: Any, ref: str) -> tuple[Any, str]:
+    """The local image of a registry ref and how to name it: by its tag, else (a node that pulled it by digest
+    has no tag) by ``repository@digest``; (None, ref) when this daemon does not have it."""
+    image = get_image(client, ref)
+    if image is not None:
+        return image, ref
+    pinned = pinned_ref(client, ref)
+    if "@" not in pinned:
+        return None, ref
+    by_digest = f"{split_repository(ref)[0]}@{pinned.split('@', 1)[1]}"
+    return get_image(client, by_digest), by_digest
 
 
 def registry_answers(registry: str, timeout_s: float = PING_TIMEOUT_S) -> str | None:

@@ -48,18 +48,17 @@ import re
 import threading
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import docker.errors
 
 from deploy_mcp.credentials import TaskCredentials
-from deploy_mcp.docker.client import docker_errors, get_image
-from deploy_mcp.docker.containers import LABEL_ARTIFACT, LABEL_HOSTNAME, parse_docker_time, validate_run_spec
+from deploy_mcp.docker.client import docker_errors
+from deploy_mcp.docker.containers import LABEL_ARTIFACT, LABEL_HOSTNAME, validate_run_spec
 from deploy_mcp.docker.redaction import REDACTED, redact, secret_values
 from deploy_mcp.docker.runtime import GVISOR_RUNTIME, LOGS_MAX_CHARS, LOGS_MAX_LINES, STOP_TIMEOUT_S, DockerRuntime
-from deploy_mcp.replicas import group_state, parallel
+from deploy_mcp.replicas import group_state
 from deploy_mcp.runtime import (
     LABEL_MANAGED,
     LABEL_QUEUE,
@@ -73,12 +72,16 @@ from deploy_mcp.runtime import (
     WorkerHandle,
 )
 from deploy_mcp.swarm import registry as registry_mod
+from deploy_mcp.swarm import teardown
 from deploy_mcp.swarm.service_spec import (
-    LABEL_SERVICE,
     PASSWORD_ENV,
     RESTART_DELAY_S,
     Secret,
+    container_spec_of,
     drain_s,
+    image_of,
+    is_mcs_service,
+    labels_of_service,
     local_tag_of,
     owned_labels,
     registry_ref,
@@ -87,7 +90,7 @@ from deploy_mcp.swarm.service_spec import (
     split_environment,
 )
 from deploy_mcp.swarm.tasks import members_of, split_service_logs, task_problems
-from mcs.core.errors import DeployError, InvalidInput, MCSError, ServiceUnavailable
+from mcs.core.errors import DeployError, InvalidInput, ServiceUnavailable
 from mcs.core.names import validate_name, validate_queue
 from mcs.core.settings import Settings
 from Redis.acl import users_of_task
@@ -96,14 +99,8 @@ logger = logging.getLogger(__name__)
 
 #: How long start and scale wait for Swarm to create the tasks of new replicas (it takes milliseconds).
 TASKS_APPEAR_S = 30.0
-#: How long a scale-down waits for Swarm to mark the replicas it stops (it takes milliseconds).
-TASKS_MARKED_S = 5.0
-#: Beyond a drain: how long removing a service may take (Swarm's own bookkeeping after the stop).
-REMOVE_MARGIN_S = 15.0
-#: A network or secret of MCS whose service is gone is removed by a later call once it is this old (a start
-#: in progress has made its secret and network but not yet its service).
-LEFTOVER_AGE_S = 120.0
-POLL_S = 0.2
+POLL_S = teardown.POLL_S
+REMOVE_MARGIN_S = teardown.REMOVE_MARGIN_S
 #: The password part of a Redis URL (``redis://user:PASSWORD@...``), for logs of a service started by another
 #: process (the password itself is in the service's Docker secret, which the API never gives back).
 _URL_PASSWORD = re.compile(r"(\b(?:redis|rediss|redis\+socket)://[^:/@\s]*:)[^@\s]+@")
@@ -175,7 +172,7 @@ class SwarmRuntime:
             self.docker.remove_artifact(artifact_ref)  # a plain docker runtime image
             return
         with docker_errors("remove_artifact", image=artifact_ref):
-            users = [s for s in self._services() if _image_of(s).split("@")[0] == artifact_ref]
+            users = [s for s in self._services() if image_of(s) == artifact_ref]
             if users:
                 raise DeployError(
                     f"image {artifact_ref} is still used by service {users[0]['Spec']['Name']}; remove it first",
@@ -183,7 +180,7 @@ class SwarmRuntime:
                     image=artifact_ref,
                     service=users[0]["Spec"]["Name"],
                 )
-            image, local_ref = self._local_image(artifact_ref)
+            image, local_ref = registry_mod.local_image(self.client, artifact_ref)
             if image is not None:
                 labels = dict((image.attrs.get("Config") or {}).get("Labels") or {})
                 if labels.get(LABEL_MANAGED) != "1":
@@ -193,7 +190,7 @@ class SwarmRuntime:
                         step="remove_artifact",
                         image=artifact_ref,
                     )
-                self._await_containers_gone(image.id, time.monotonic() + REMOVE_MARGIN_S)
+                teardown.await_containers_gone(self.client, image.id, time.monotonic() + REMOVE_MARGIN_S)
                 with contextlib.suppress(docker.errors.ImageNotFound):
                     self.client.images.remove(local_ref, force=False, noprune=False)
         self.docker.remove_artifact(local_tag)
@@ -219,7 +216,7 @@ class SwarmRuntime:
         service = self._service(group.id)
         if service is None:
             return []
-        hostname = _labels(service).get(LABEL_HOSTNAME) or group.hostname
+        hostname = labels_of_service(service).get(LABEL_HOSTNAME) or group.hostname
         with docker_errors("tasks", service=group.id):
             tasks = self.client.api.tasks(filters={"service": service["ID"]})
         return members_of(tasks, hostname, service["Spec"]["Name"], self._node_names(tasks))
@@ -260,9 +257,11 @@ class SwarmRuntime:
         self._wait_replaced(group)
         if len(before) > replicas:
             drain = drain_s if drain_s is not None else self._drain_s
-            stopping = self._marked_to_stop(service["ID"], before, len(before) - replicas)
-            self._stop_local(service["ID"], stopping, drain)
-            self._await_tasks_stopped(service["ID"], stopping, time.monotonic() + drain + REMOVE_MARGIN_S)
+            stopping = teardown.marked_to_stop(self.client, service["ID"], before, len(before) - replicas)
+            teardown.stop_local(self.client, service["ID"], stopping, drain)
+            teardown.await_tasks_stopped(
+                self.client, service["ID"], stopping, time.monotonic() + drain + REMOVE_MARGIN_S
+            )
         logger.info("service %s of %s scaled to %d", group.id, group.task_name, replicas)
 
     def remove(self, handle: WorkerHandle, drain_s: float | None = None) -> None:
@@ -273,10 +272,12 @@ class SwarmRuntime:
             self._check_ours(service, "remove")
             with docker_errors("remove", service=handle.id), contextlib.suppress(docker.errors.NotFound):
                 self.client.api.remove_service(service["ID"])
-            self._stop_local(service["ID"], None, drain_s if drain_s is not None else STOP_TIMEOUT_S, remove=True)
-            self._await_service_gone(service["ID"], time.monotonic() + REMOVE_MARGIN_S)
-        self._remove_owned(handle.id, wait_s=REMOVE_MARGIN_S)
-        self._remove_leftovers()
+            teardown.stop_local(
+                self.client, service["ID"], None, drain_s if drain_s is not None else STOP_TIMEOUT_S, remove=True
+            )
+            teardown.await_service_gone(self.client, service["ID"], time.monotonic() + REMOVE_MARGIN_S)
+        teardown.remove_owned(self.client, handle.id, wait_s=REMOVE_MARGIN_S)
+        teardown.remove_leftovers(self.client, {s["Spec"]["Name"] for s in self._services()})
         with self._lock:
             self._secrets.pop(handle.id, None)
         logger.info("removed service %s", handle.id)
@@ -299,7 +300,7 @@ class SwarmRuntime:
             except docker.errors.NotFound:
                 data = b""
         by_task = split_service_logs(data)
-        members = members_of(tasks, _labels(service).get(LABEL_HOSTNAME) or handle.hostname, handle.id, {})
+        members = members_of(tasks, labels_of_service(service).get(LABEL_HOSTNAME) or handle.hostname, handle.id, {})
         slot_of = {str(t.get("ID")): int(t.get("Slot") or 0) for t in tasks}
         parts = [*task_problems(tasks)]
         if len(members) == 1 and len(by_task) <= 1:
@@ -309,8 +310,8 @@ class SwarmRuntime:
                 slot = slot_of.get(task_id, 0)
                 parts.append(f"== slot {slot} (task {task_id[:12]}) ==")
                 parts += by_task[task_id]
-        env = dict(item.split("=", 1) for item in _container_spec(service).get("Env") or [] if "=" in item)
-        known = self._known_secrets(handle.id, env, _labels(service).get(LABEL_TASK, ""))
+        env = dict(item.split("=", 1) for item in container_spec_of(service).get("Env") or [] if "=" in item)
+        known = self._known_secrets(handle.id, env, labels_of_service(service).get(LABEL_TASK, ""))
         text = redact("\n".join(parts), sorted({*known, *secret_values(env)}, key=len, reverse=True))
         text = _URL_PASSWORD.sub(rf"\1{REDACTED}@", text)  # a password this process never saw, in a URL
         if len(text) > LOGS_MAX_CHARS:
@@ -337,7 +338,7 @@ class SwarmRuntime:
         """One handle per MCS service (a group): id and name the service's name, hostname the group's."""
         if task_name is not None:
             validate_name(task_name, "task_name")
-        return [self._handle_of(s) for s in self._services(task_name) if _is_mcs_service(s)]
+        return [self._handle_of(s) for s in self._services(task_name) if is_mcs_service(s)]
 
     # --- helpers ---------------------------------------------------------------------------------------------
 
@@ -357,7 +358,7 @@ class SwarmRuntime:
             info = self.client.info()
             self._check_sandbox(spec, info)
             node_id = (info.get("Swarm") or {}).get("NodeID") if spec.redis_socket is not None else None
-            image = self._pinned_image(spec.artifact.ref)
+            image = registry_mod.pinned_ref(self.client, spec.artifact.ref)
             labels = owned_labels(spec, name)
             made_secret = made_network = None
             try:
@@ -378,7 +379,7 @@ class SwarmRuntime:
                 self.client.api.create_service(**definition)
             except BaseException:
                 with contextlib.suppress(Exception):
-                    self._remove_owned(name, wait_s=REMOVE_MARGIN_S)
+                    teardown.remove_owned(self.client, name, wait_s=REMOVE_MARGIN_S)
                 with self._lock:
                     self._secrets.pop(name, None)
                 raise
@@ -393,33 +394,6 @@ class SwarmRuntime:
                 "a swarm service cannot choose its container runtime: use sandbox runc, the docker runtime, or make "
                 "runsc the default runtime of every swarm node",
             )
-
-    def _local_image(self, ref: str) -> tuple[Any, str]:
-        """The local image of a registry ref and how to name it: by its tag, else (a node that pulled it by
-        digest has no tag) by ``repository@digest``; (None, ref) when this daemon does not have it."""
-        image = get_image(self.client, ref)
-        if image is not None:
-            return image, ref
-        pinned = self._pinned_image(ref)
-        if "@" not in pinned:
-            return None, ref
-        by_digest = f"{ref.rsplit(':', 1)[0]}@{pinned.split('@', 1)[1]}"
-        return get_image(self.client, by_digest), by_digest
-
-    def _pinned_image(self, ref: str) -> str:
-        """``ref@sha256:...``: every node runs exactly what was pushed, and a node that has it starts it without
-        asking the registry (Swarm pulls a tag at each start). The digest is the local image's record of the
-        push, else the registry's answer (through the daemon); ``ref`` itself when neither knows it."""
-        image = get_image(self.client, ref)
-        repository = ref.rsplit(":", 1)[0]
-        for digest in (image.attrs.get("RepoDigests") or []) if image is not None else []:
-            if digest.startswith(repository + "@"):
-                return f"{ref}@{digest.split('@', 1)[1]}"
-        try:
-            digest = str(self.client.api.inspect_distribution(ref)["Descriptor"]["digest"])
-        except (docker.errors.APIError, KeyError, TypeError):
-            return ref  # the node's pull of the tag says what is wrong, in the replica's task error
-        return f"{ref}@{digest}" if digest.startswith("sha256:") else ref
 
     def _service(self, name: str) -> dict[str, Any] | None:
         if not name:
@@ -438,12 +412,12 @@ class SwarmRuntime:
             return list(self.client.api.services(filters={"label": filters}))
 
     def _check_ours(self, service: dict[str, Any], step: str) -> None:
-        if not _is_mcs_service(service):
+        if not is_mcs_service(service):
             name = service["Spec"]["Name"]
             raise DeployError(f"service {name} is not an MCS worker group; not touching it", step=step, service=name)
 
     def _handle_of(self, service: dict[str, Any]) -> WorkerHandle:
-        labels = _labels(service)
+        labels = labels_of_service(service)
         name = service["Spec"]["Name"]
         return WorkerHandle(
             runtime=self.name, id=name, name=name, hostname=labels.get(LABEL_HOSTNAME, ""),
@@ -484,170 +458,12 @@ class SwarmRuntime:
                 )
             time.sleep(POLL_S)
 
-    def _tasks_of(self, service_id: str) -> list[dict[str, Any]]:
-        """Every task Swarm still has of a service, also once the service is removed (filtered here: a filter by
-        service is refused then)."""
-        with docker_errors("tasks", service=service_id):
-            return [t for t in self.client.api.tasks() if t.get("ServiceID") == service_id]
-
     def _wait_replaced(self, group: WorkerHandle) -> None:
         """Until no member is an ended replica whose replacement waits out Swarm's restart delay (bounded: one
         that keeps ending is what the health check then reports)."""
-        deadline = time.monotonic() + RESTART_DELAY_S + TASKS_MARKED_S
+        deadline = time.monotonic() + RESTART_DELAY_S + teardown.TASKS_MARKED_S
         while any(m.state == "EXITED" for m in self.members(group)) and time.monotonic() < deadline:
             time.sleep(POLL_S)
-
-    def _marked_to_stop(self, service_id: str, task_ids: set[str], count: int) -> set[str]:
-        """Which of ``task_ids`` Swarm's orchestrator marked to stop after a scale-down by ``count`` (it does so
-        within moments of the update; waited for a little)."""
-        deadline = time.monotonic() + TASKS_MARKED_S
-        while True:
-            marked = {
-                str(t["ID"]) for t in self._tasks_of(service_id)
-                if t.get("ID") in task_ids and t.get("DesiredState") in ("shutdown", "remove")
-            }  # fmt: skip
-            if len(marked) >= count or time.monotonic() > deadline:
-                return marked
-            time.sleep(POLL_S / 4)
-
-    def _await_tasks_stopped(self, service_id: str, task_ids: set[str], deadline: float) -> None:
-        """Until none of ``task_ids`` that Swarm is stopping still runs (a scale-down's drain), or the deadline."""
-        while time.monotonic() < deadline:
-            stopping = [
-                t for t in self._tasks_of(service_id)
-                if t.get("ID") in task_ids and t.get("DesiredState") in ("shutdown", "remove")
-                and (t.get("Status") or {}).get("State") in ("running", "starting", "preparing", "ready", "assigned",
-                                                              "accepted", "pending")
-            ]  # fmt: skip
-            if not stopping:
-                return
-            time.sleep(POLL_S)
-
-    def _await_service_gone(self, service_id: str, deadline: float) -> None:
-        """Until Swarm has no task and this node no running container of the removed service, or the deadline."""
-        while self._tasks_of(service_id) or self._containers_of(service_id):
-            if time.monotonic() > deadline:
-                logger.warning("service %s: Swarm still lists its tasks %.0f s after its replicas stopped",
-                               service_id, REMOVE_MARGIN_S)  # fmt: skip
-                return
-            time.sleep(POLL_S)
-
-    def _stop_local(self, service_id: str, task_ids: set[str] | None, timeout_s: float, remove: bool = False) -> None:
-        """Stop this node's running replicas of the service that Swarm is stopping (``task_ids``, None: all of them)
-        now, each killed after ``timeout_s``: Swarm's own stop reaches a replica about 3 s late (its dispatcher
-        batches the assignments it sends to the nodes' agents), and keeps to the service's grace period, not to
-        this call's drain. Replicas on other nodes get Swarm's stop. ``remove``: the stopped containers go too (the
-        service is gone: Swarm would remove them a few seconds later, holding up the image's removal)."""
-        containers = [
-            c for c in self._containers_of(service_id)
-            if task_ids is None or (c.labels or {}).get("com.docker.swarm.task.id") in task_ids
-        ]  # fmt: skip
-        parallel([lambda c=c: self._stop(c, timeout_s, remove) for c in containers])
-
-    @staticmethod
-    def _stop(container: Any, timeout_s: float, remove: bool) -> None:
-        try:
-            container.stop(timeout=max(1, int(timeout_s)))  # SIGTERM: Celery's warm shutdown, then SIGKILL
-            if remove:
-                container.remove()
-        except docker.errors.NotFound:
-            return
-        except docker.errors.APIError as exc:
-            if exc.status_code not in (304, 409):  # already stopped, or being removed
-                raise
-
-    def _containers_of(self, service_id: str) -> list[Any]:
-        with docker_errors("containers", service=service_id):
-            return self.client.containers.list(
-                filters={"label": f"com.docker.swarm.service.id={service_id}", "status": "running"},
-                ignore_removed=True,
-            )
-
-    def _await_containers_gone(self, image_id: str, deadline: float) -> None:
-        """Until no container of a removed swarm task still uses the image (Swarm removes them itself)."""
-        while time.monotonic() < deadline:
-            left = [
-                c for c in self.client.containers.list(all=True, filters={"ancestor": image_id}, ignore_removed=True)
-                if c.attrs.get("Image") == image_id and "com.docker.swarm.task.id" in (c.labels or {})
-            ]  # fmt: skip
-            if not left:
-                return
-            time.sleep(POLL_S)
-
-    def _remove_owned(self, name: str, wait_s: float) -> None:
-        """The secret and network made for service ``name`` (the network frees once Swarm let go of its tasks;
-        what is still in use after ``wait_s`` is left to :meth:`_remove_leftovers`)."""
-        label = f"{LABEL_SERVICE}={name}"
-        with docker_errors("remove secret", service=name):
-            for secret in self.client.api.secrets(filters={"label": label}):
-                if (secret.get("Spec") or {}).get("Labels", {}).get(LABEL_MANAGED) == "1":
-                    with contextlib.suppress(docker.errors.NotFound):
-                        self.client.api.remove_secret(secret["ID"])
-        deadline = time.monotonic() + wait_s
-        with docker_errors("remove network", service=name):
-            for network in self.client.networks.list(filters={"label": label}):
-                if (network.attrs.get("Labels") or {}).get(LABEL_MANAGED) != "1":
-                    continue
-                while True:
-                    try:
-                        network.remove()
-                        break
-                    except docker.errors.NotFound:
-                        break
-                    except docker.errors.APIError as exc:
-                        if time.monotonic() > deadline:
-                            logger.info("network %s still in use (%s); removed later", name, exc.explanation)
-                            break
-                        time.sleep(POLL_S * 5)
-
-    def _remove_leftovers(self) -> None:
-        """Secrets and networks of MCS whose service is gone (a removal that could not wait for the network, a
-        deploy worker that died mid-start), once older than LEFTOVER_AGE_S."""
-        try:
-            with docker_errors("leftovers"):
-                services = {s["Spec"]["Name"] for s in self._services()}
-                now = datetime.now(UTC)
-                for network in self.client.networks.list(filters={"label": [f"{LABEL_MANAGED}=1", LABEL_SERVICE]}):
-                    owner = (network.attrs.get("Labels") or {}).get(LABEL_SERVICE)
-                    if owner and owner not in services and _older(network.attrs.get("Created"), now):
-                        with contextlib.suppress(docker.errors.APIError):
-                            network.remove()
-                for secret in self.client.api.secrets(filters={"label": [f"{LABEL_MANAGED}=1", LABEL_SERVICE]}):
-                    owner = ((secret.get("Spec") or {}).get("Labels") or {}).get(LABEL_SERVICE)
-                    if owner and owner not in services and _older(secret.get("CreatedAt"), now):
-                        with contextlib.suppress(docker.errors.APIError):
-                            self.client.api.remove_secret(secret["ID"])
-        except MCSError:
-            logger.exception("removing leftover secrets and networks")
-
-
-def _labels(service: dict[str, Any]) -> dict[str, str]:
-    return dict((service.get("Spec") or {}).get("Labels") or {})
-
-
-def _container_spec(service: dict[str, Any]) -> dict[str, Any]:
-    return ((service.get("Spec") or {}).get("TaskTemplate") or {}).get("ContainerSpec") or {}
-
-
-def _image_of(service: dict[str, Any]) -> str:
-    return str(_container_spec(service).get("Image") or "")
-
-
-def _is_mcs_service(service: dict[str, Any]) -> bool:
-    """A service this runtime made (labels and the name they imply), not merely one labelled ``mcs.managed``."""
-    labels = _labels(service)
-    if labels.get(LABEL_MANAGED) != "1" or not labels.get(LABEL_HOSTNAME):
-        return False
-    try:
-        expected = service_name(labels.get(LABEL_TASK, ""), labels.get(LABEL_VERSION, ""), labels[LABEL_HOSTNAME])
-    except InvalidInput:
-        return False
-    return (service.get("Spec") or {}).get("Name") == expected
-
-
-def _older(created: Any, now: datetime) -> bool:
-    parsed = parse_docker_time(created)
-    return parsed is not None and (now - parsed).total_seconds() > LEFTOVER_AGE_S
 
 
 def _bounded(stream: Any, limit: int) -> bytes:

@@ -31,7 +31,7 @@ from docker.types import (
 
 from deploy_mcp.docker.containers import LABEL_ARTIFACT, LABEL_HOSTNAME, image_tag, validate_version
 from deploy_mcp.docker.runtime import LOG_MAX_FILE, LOG_MAX_SIZE, REDIS_SOCKET_DIR
-from deploy_mcp.runtime import LABEL_GROUP, LABEL_MANAGED, RunSpec, worker_memory_mb
+from deploy_mcp.runtime import LABEL_GROUP, LABEL_MANAGED, LABEL_TASK, LABEL_VERSION, RunSpec, worker_memory_mb
 from mcs.core.errors import InvalidInput
 from mcs.core.names import validate_name
 from mcs.core.settings import Settings
@@ -226,3 +226,31 @@ def service_definition(
         "update_config": UpdateConfig(parallelism=1, order="start-first", failure_action="pause"),
         "endpoint_spec": EndpointSpec(mode="dnsrr"),  # no virtual IP, no load balancer: workers take no connections
     }
+
+
+# --- reading a service back (``client.api.inspect_service`` / ``services`` data) ------------------------------
+
+
+def labels_of_service(service: dict[str, Any]) -> dict[str, str]:
+    return dict((service.get("Spec") or {}).get("Labels") or {})
+
+
+def container_spec_of(service: dict[str, Any]) -> dict[str, Any]:
+    return ((service.get("Spec") or {}).get("TaskTemplate") or {}).get("ContainerSpec") or {}
+
+
+def image_of(service: dict[str, Any]) -> str:
+    """The service's image ref without its pinned digest."""
+    return str(container_spec_of(service).get("Image") or "").split("@", 1)[0]
+
+
+def is_mcs_service(service: dict[str, Any]) -> bool:
+    """A service the runtime made (labels and the name they imply), not merely one labelled ``mcs.managed``."""
+    labels = labels_of_service(service)
+    if labels.get(LABEL_MANAGED) != "1" or not labels.get(LABEL_HOSTNAME):
+        return False
+    try:
+        expected = service_name(labels.get(LABEL_TASK, ""), labels.get(LABEL_VERSION, ""), labels[LABEL_HOSTNAME])
+    except InvalidInput:
+        return False
+    return (service.get("Spec") or {}).get("Name") == expected
