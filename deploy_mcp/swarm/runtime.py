@@ -228,7 +228,8 @@ class SwarmRuntime:
         """Change the replica count of the group's service, its spec untouched (a change of it would restart every
         replica). Up: returns once Swarm made the new replicas' tasks. A replica that ended is Swarm's to start
         again, in its slot, after the restart delay: returns once it did. Down: Swarm picks the replicas to stop
-        (by node balance, not by slot: the slots left need not be 1..n); returns once they are gone, each having
+        (those not running first, then by node balance; on one node the lowest slots stayed in every trial, but
+        the slots left need not be 1..n, e.g. when slot 1 was being replaced); returns once they are gone, each having
         drained its calls for up to ``drain_s`` (default the service's stop grace period) before it is killed.
         A group whose service is gone is created again from ``spec`` under its name (a person removed it)."""
         if replicas < 0:
