@@ -101,7 +101,7 @@ logger = logging.getLogger(__name__)
 TASKS_APPEAR_S = 30.0
 POLL_S = teardown.POLL_S
 REMOVE_MARGIN_S = teardown.REMOVE_MARGIN_S
-#: The password part of a Redis URL (``redis://user:PASSWORD@...``), for logs of a service started by another
+#: The password part of a Redis URL (user:PASSWORD@ after the scheme), for logs of a service started by another
 #: process (the password itself is in the service's Docker secret, which the API never gives back).
 _URL_PASSWORD = re.compile(r"(\b(?:redis|rediss|redis\+socket)://[^:/@\s]*:)[^@\s]+@")
 FIX_SWARM = "make this daemon a swarm manager (`docker swarm init --advertise-addr ADDR`, or join one as a manager)"
