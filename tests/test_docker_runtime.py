@@ -814,3 +814,20 @@ def test_only_containers_started_as_workers_count_as_workers() -> None:
     assert not is_mcs_worker(container(container_name(TASK, version, "h@mcs"), image_labels))
     assert not is_mcs_worker(container(container_name(TASK, version, "h@mcs"), {**worker_labels, LABEL_VERSION: "zz"}))
     assert not is_mcs_worker(container(container_name(TASK, version, "h@mcs"), {}))
+
+
+@pytest.mark.unit
+def test_a_workers_cpu_limit_grows_with_its_pool_up_to_the_daemons_cpus(tmp_path) -> None:
+    class Info:
+        def info(self) -> dict[str, Any]:
+            return {"NCPU": 2}
+
+    runtime = DockerRuntime(make_settings(tmp_path), client=Info())
+    artifact = Artifact("docker", "mcs-t:ab", "sha256:ab")
+
+    def spec(concurrency: int, cpus: float) -> RunSpec:
+        return RunSpec("t", "q", "ab" * 8, artifact, "t@mcs", {}, 256, cpus, 128, "none", concurrency=concurrency)
+
+    assert runtime.worker_cpus(spec(1, 1.0)) == 1.0
+    assert runtime.worker_cpus(spec(2, 0.5)) == 1.0
+    assert runtime.worker_cpus(spec(8, 1.0)) == 2.0  # dockerd refuses a limit above its CPUs

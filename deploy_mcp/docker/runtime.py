@@ -112,6 +112,7 @@ class DockerRuntime:
         self.settings = settings
         self._client = client
         self._own_client = False
+        self._ncpu: int | None = None  # the daemon's CPUs, read once
         self.wheel_cache_dir = settings.deployments_dir / WHEELHOUSES if wheel_cache_dir is None else wheel_cache_dir
         self.description = f"docker (hardened containers from {settings.worker_base_image})"
 
@@ -209,7 +210,7 @@ class DockerRuntime:
                 privileged=False,
                 mem_limit=memory,
                 memswap_limit=memory,
-                nano_cpus=round(spec.cpus * max(1, spec.concurrency) * 1e9),
+                nano_cpus=round(self.worker_cpus(spec) * 1e9),
                 pids_limit=spec.pids_limit,
                 network_mode=spec.network,
                 cgroupns="private",
@@ -228,6 +229,13 @@ class DockerRuntime:
                 raise
         logger.info("started worker %s (%s) for %s", name, container.short_id, spec.hostname)
         return self._handle(container)
+
+    def worker_cpus(self, spec: RunSpec) -> float:
+        """``MCS_WORKER_CPUS`` per pool process, at most the daemon's CPUs (it refuses a limit above them)."""
+        if self._ncpu is None:
+            with docker_errors("info"):
+                self._ncpu = int(self.client.info().get("NCPU") or 1)
+        return min(spec.cpus * max(1, spec.concurrency), float(self._ncpu))
 
     def state(self, handle: WorkerHandle) -> str:
         with docker_errors("state", container=handle.name):
