@@ -43,6 +43,7 @@ redacted; "already gone" is no error where the protocol says so. docker-py only:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 import threading
@@ -197,6 +198,14 @@ class SwarmRuntime:
         logger.info("removed image %s (the registry keeps its copy)", artifact_ref)
 
     # --- groups ----------------------------------------------------------------------------------------------
+
+    def _within_cpus(self, spec: RunSpec) -> RunSpec:
+        """A replica's CPU limit (``cpus`` per pool process) capped at this node's CPUs: dockerd refuses a limit above
+        them, and Swarm would retry the refused replica for ever."""
+        ncpu = int(self.client.info().get("NCPU") or 1)
+        if spec.cpus * max(1, spec.concurrency) <= ncpu:
+            return spec
+        return dataclasses.replace(spec, cpus=ncpu / max(1, spec.concurrency))
 
     def start(self, spec: RunSpec) -> WorkerHandle:
         """A service of ``spec.replicas`` (at least 1) replicas, its own secret (the password) and, for network
@@ -373,7 +382,7 @@ class SwarmRuntime:
                         check_duplicate=True,
                     ).id  # fmt: skip
                 definition = service_definition(
-                    spec, self.settings, name=name, image=image,
+                    self._within_cpus(spec), self.settings, name=name, image=image,
                     secret=Secret(made_secret, name) if made_secret else None, network=made_network, node_id=node_id,
                     api_version=self.client.api.api_version,
                 )  # fmt: skip
