@@ -66,6 +66,7 @@ base-image: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_mcp.py
+	$(PY) bench/bench_scale.py
 
 clean:
 	rm -rf .pytest_cache .ruff_cache

@@ -19,6 +19,9 @@ import redis
 from Redis.connection import RedisStore, redis_errors
 from Redis.keys import Keys
 
+#: What ``remember_if_current`` answers when it remembered the id.
+REMEMBERED = True
+
 MAX_QUEUE_SCAN = 10_000  # messages looked at per list (newest first) to take a cancelled call off its queue
 
 # KEYS: a queue's lists (kombu: the queue, then its priority lists). ARGV: the task id, the scan limit.
@@ -45,9 +48,30 @@ end
 return 0
 """
 
+# KEYS: the task's registry record, the id's issued record, [the release's call counts]. ARGV: the registry record
+# (its JSON) the call was checked against, the issued JSON, its TTL (s), [the counts' field]. The id is remembered only
+# while the record is that one (1); else nothing is written and the record as it is now comes back (nil: gone).
+_REMEMBER_IF_CURRENT_SCRIPT = """
+local record = redis.call('GET', KEYS[1])
+if not record then
+    return false
+end
+if record ~= ARGV[1] then
+    return record
+end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+if KEYS[3] then
+    redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
+end
+return 1
+"""
+
 
 class IssuedTasks(RedisStore):
     """``mcs:issued:{task_id}`` -> {task_name, queue, sent_at, key_prefix}, with a TTL of ``result_expires_s``."""
+
+    #: remember_if_current's script (registered on first use), or False once Redis refused scripts
+    _script: Any = None
 
     def remember(
         self,
@@ -63,20 +87,65 @@ class IssuedTasks(RedisStore):
         ``canary_version``: the version a call sent during a gradual release went to; its calls are counted under
         ``release``, the folder's main task (default: the task itself). ``route``: the queue the call was sent to
         (a version's own queue), when it is not ``queue``."""
-        issued: dict[str, Any] = {"task_name": task_name, "queue": queue, "sent_at": time.time()}
-        if key_prefix:
-            issued["key_prefix"] = key_prefix
-        if route and route != queue:
-            issued["route"] = route
-        if canary_version:
-            issued["version"] = canary_version
-            issued["release"] = release or task_name
+        issued = _issued(task_name, queue, key_prefix, canary_version, release, route)
         with redis_errors(self.settings):
+            if not canary_version:
+                self.client.set(self.keys.issued(task_id), json.dumps(issued), ex=self.settings.result_expires_s)
+                return
             pipe = self.client.pipeline(transaction=False)  # one round trip either way
             pipe.set(self.keys.issued(task_id), json.dumps(issued), ex=self.settings.result_expires_s)
-            if canary_version:
-                pipe.hincrby(self.keys.calls(issued["release"]), f"{canary_version}:sent", 1)
+            pipe.hincrby(self.keys.calls(issued["release"]), f"{canary_version}:sent", 1)
             pipe.execute()
+
+    def record_json(self, record_key: str) -> str | bytes | None:
+        """A registry record's JSON as stored (``Keys.task``), as ``remember_if_current`` compares it."""
+        with redis_errors(self.settings):
+            return self.client.get(record_key)
+
+    def remember_if_current(
+        self,
+        record_key: str,
+        record_json: str | bytes,
+        task_id: str,
+        task_name: str,
+        queue: str,
+        key_prefix: str = "",
+        canary_version: str | None = None,
+        release: str | None = None,
+        route: str | None = None,
+    ) -> bool | str | bytes | None:
+        """``remember``, in the same round trip as the check that the task's registry record (``record_key``) is
+        still the one the call was checked and routed against (``record_json``, as stored): then REMEMBERED.
+        Otherwise nothing is written and the record as it is now comes back (its JSON, or None when it is gone), to
+        check the call again. Where Redis refuses scripts, the same in two round trips."""
+        issued = _issued(task_name, queue, key_prefix, canary_version, release, route)
+        ttl = self.settings.result_expires_s
+        keys = [record_key, self.keys.issued(task_id)]
+        args: list[Any] = [record_json, json.dumps(issued), ttl]
+        if canary_version:
+            keys.append(self.keys.calls(issued["release"]))
+            args.append(f"{canary_version}:sent")
+        with redis_errors(self.settings):
+            if self._script is not False:
+                try:
+                    answer = self._remember_script(keys=keys, args=args)
+                except redis.ResponseError as exc:
+                    if not _scripts_refused(exc):
+                        raise
+                    self._script = False  # a Redis user without scripting (or a Redis without it): not again
+                else:
+                    return REMEMBERED if answer == 1 else answer
+            current = self.client.get(record_key)
+            if current != record_json:
+                return current
+        self.remember(task_id, task_name, queue, key_prefix, canary_version, release, route)
+        return REMEMBERED
+
+    @property
+    def _remember_script(self) -> Any:
+        if self._script is None:  # redis-py's Script: EVALSHA, loading it again after a Redis restart
+            self._script = self.client.register_script(_REMEMBER_IF_CURRENT_SCRIPT)
+        return self._script
 
     def count_outcome(self, task_id: str, issued: dict[str, Any], succeeded: bool) -> None:
         """Count a finished call of a gradual release against its version, once however often it is read."""
@@ -182,3 +251,21 @@ class IssuedTasks(RedisStore):
         worker will ever receive it."""
         with redis_errors(self.settings):
             return bool(broker.eval(_REMOVE_SCRIPT, len(queue_lists), *queue_lists, task_id, MAX_QUEUE_SCAN))
+
+
+def _issued(
+    task_name: str, queue: str, key_prefix: str, canary_version: str | None, release: str | None, route: str | None
+) -> dict[str, Any]:
+    issued: dict[str, Any] = {"task_name": task_name, "queue": queue, "sent_at": time.time()}
+    if key_prefix:
+        issued["key_prefix"] = key_prefix
+    if route and route != queue:
+        issued["route"] = route
+    if canary_version:
+        issued["version"] = canary_version
+        issued["release"] = release or task_name
+    return issued
+
+
+def _scripts_refused(exc: redis.ResponseError) -> bool:
+    return isinstance(exc, redis.exceptions.NoPermissionError) or "unknown command" in str(exc).lower()

@@ -19,7 +19,9 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +43,7 @@ from mcs.core.worker_image import replica_hostnames
 from mcs.payload import check_call_arguments
 from Redis.broker import queue_lists
 from Redis.connection import is_connection_error, make_client
-from Redis.issued import IssuedTasks
+from Redis.issued import REMEMBERED, IssuedTasks
 from Redis.registry import TaskRegistry
 
 if TYPE_CHECKING:
@@ -101,6 +103,8 @@ PING_TIMEOUT_S = 0.5
 ALIVE_FOR_S = 10.0  # a worker that answered is not asked again for this long
 GONE_FOR_S = 1.0  # nor, this long, one that did not (a burst of calls pays one ping, not one each)
 MAX_REBROADCAST = 1000
+MAX_RECORD_CHECKS = 3  # reads of a task's record while one call is sent (it changed under the previous ones)
+MAX_KNOWN_RECORDS = 1024  # task records kept from their last call
 
 READY_STATES = ("SUCCESS", "FAILURE", "REVOKED")
 NOT_STARTED = ("PENDING", "RETRY")  # a remembered cancel of such a call answers REVOKED: it will not run
@@ -117,6 +121,7 @@ class TaskInvoker:
         broker: redis.Redis | None = None,
     ) -> None:
         _install_deadline_drainer()
+        _install_publish_client_reuse()
         self.settings = settings
         self.registry = registry
         self.app = celery_app  # unprefixed: tasks registered by hand, whose workers MCS did not deploy
@@ -126,11 +131,15 @@ class TaskInvoker:
         self.follow: Callable[[str, float], TaskStatusResult | None] | None = None
         #: Asks the deploy worker to wake a parked task (zero replicas) when a call for it is sent.
         self.wake: Callable[[str], Any] | None = None
+        #: Publishes a call nobody waits for here: (app, Celery task name, args, kwargs, queue, task id).
+        self.publish: Callable[[Celery, str, list[Any], dict[str, Any], str, str], None] = publish_call
         self._broker = broker
         # hostname -> (answered, monotonic time until which that answer holds); one lock per hostname
         self._liveness: dict[str, tuple[bool, float]] = {}
         self._ping_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        # task name -> (JSON as stored, record) of its registry record at its last call (see _send)
+        self._records: dict[str, tuple[str | bytes, TaskRecord]] = {}
 
     @property
     def broker(self) -> redis.Redis:
@@ -152,27 +161,33 @@ class TaskInvoker:
             validate_queue(queue, "queue")
         record = self.registry.find(task_name)
         if record is None:
-            suggestions = self.registry.similar(task_name)
-            hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
-            raise NotFound(
-                f"task {task_name!r} is not registered, so nothing was sent{hint} "
-                "(get_available_tasks lists the registered tasks)",
-                task_name=task_name,
-                suggestions=suggestions,
-            )
-        if queue is not None and queue != record.queue:
-            raise InvalidInput("queue", queue, f"task {task_name!r} is served on queue {record.queue!r}; omit queue")
-        if record.queue == self.settings.deploy_queue:
-            raise InvalidInput("queue", record.queue, "the deploy queue is reserved for MCS's deploy worker")
+            raise self._not_registered(task_name)
+        self._check_queue(record, queue)
         return record
 
+    def _not_registered(self, task_name: str) -> NotFound:
+        suggestions = self.registry.similar(task_name)
+        hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
+        return NotFound(
+            f"task {task_name!r} is not registered, so nothing was sent{hint} "
+            "(get_available_tasks lists the registered tasks)",
+            task_name=task_name,
+            suggestions=suggestions,
+        )
+
+    def _check_queue(self, record: TaskRecord, queue: str | None) -> None:
+        if queue is not None and queue != record.queue:
+            raise InvalidInput("queue", queue, f"task {record.name!r} is served on queue {record.queue!r}; omit queue")
+        if record.queue == self.settings.deploy_queue:
+            raise InvalidInput("queue", record.queue, "the deploy queue is reserved for MCS's deploy worker")
+
     def send(self, task_name: Any, args: Any = None, kwargs: Any = None, queue: Any = None) -> TaskSentResult:
-        record, result, _ = self._send(task_name, args, kwargs, queue)
+        record, task_id, _, _ = self._send(task_name, args, kwargs, queue, wait=False)
         return TaskSentResult(
-            task_id=result.id,
+            task_id=task_id,
             task_name=record.name,
             queue=record.queue,
-            message=f"task sent to queue {record.queue}, task_id {result.id}; follow it with "
+            message=f"task sent to queue {record.queue}, task_id {task_id}; follow it with "
             "get_celery_result (wait_s waits for it: no polling loop needed)",
         )
 
@@ -181,7 +196,8 @@ class TaskInvoker:
     ) -> TaskCallResult:
         timeout = self._timeout(timeout_s)
         started = time.perf_counter()
-        record, result, canary = self._send(task_name, args, kwargs, queue)
+        record, _, result, canary = self._send(task_name, args, kwargs, queue, wait=True)
+        assert result is not None
         try:
             value = result.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
         except Exception as exc:
@@ -214,37 +230,77 @@ class TaskInvoker:
             message=f"task {record.name} succeeded: {_preview(value)}",
         )
 
-    def _send(self, task_name: Any, args: Any, kwargs: Any, queue: Any) -> tuple[TaskRecord, AsyncResult, str | None]:
+    def _send(
+        self, task_name: Any, args: Any, kwargs: Any, queue: Any, wait: bool
+    ) -> tuple[TaskRecord, str, AsyncResult | None, str | None]:
         """Validate (names, required ones, declared types), make sure a deployed task's worker answers, remember the
-        task id (so get_celery_result knows it), then send: if Redis cannot record the id, nothing is sent. The
-        third value: the version a call of a gradual release went to."""
-        record = self.resolve(task_name, queue)
-        args, kwargs = check_call_arguments(record, args, kwargs, self.settings.max_payload_bytes)
+        task id (so get_celery_result knows it), then send: if Redis cannot record the id, nothing is sent. Returns
+        the record, the task id, the AsyncResult to wait on (``wait``; else None: nobody waits here) and the version
+        a call of a gradual release went to.
+
+        The task's record is kept from its last call: the call is checked and routed against it, and the id is
+        remembered in the same round trip as the check that the record is still that one (``remember_if_current``);
+        a record that changed meanwhile (a deploy, a scale, a release) comes back from that check, and the call is
+        checked, routed and remembered again against it. One round trip before the publish, not two."""
+        validate_task_name(task_name, "task_name")
+        if queue is not None:
+            validate_queue(queue, "queue")
         task_id = str(uuid.uuid4())
-        route, version = (
-            record.deployment.route(record.queue, random.random())  # noqa: S311 - a traffic split, not a secret
-            if record.deployment
-            else (record.queue, None)
-        )
-        canary = version if record.deployment and record.deployment.canary else None
-        self._ensure_served(record, route)
-        self.issued.remember(
-            task_id,
-            record.name,
-            record.queue,
-            record.key_prefix,
-            canary_version=canary,
-            release=record.primary,
-            route=route,
-        )
+        draw = random.random()  # noqa: S311 - a traffic split, not a secret
+        record_key = self.registry.keys.task(task_name)
+        known = self._records.get(task_name)
+        read = False  # the record was read during this call (else it is the last call's: confirmed as it is sent)
+        for attempt in range(MAX_RECORD_CHECKS):
+            if known is None:
+                known, read = self._known_record(task_name, self.issued.record_json(record_key)), True
+            raw, record = known
+            try:
+                self._check_queue(record, queue)
+                call_args, call_kwargs = check_call_arguments(record, args, kwargs, self.settings.max_payload_bytes)
+                dep = record.deployment
+                route, version = dep.route(record.queue, draw) if dep else (record.queue, None)
+                canary = version if dep and dep.canary else None
+                served = self._ensure_served(record, route, ask=read)
+            except MCSError:
+                if read:
+                    raise
+                served = False
+            if not served:  # refused, or its worker must be asked: only ever against the record as it is now
+                known = None
+                continue
+            issued = (task_id, record.name, record.queue, record.key_prefix, canary, record.primary, route)
+            if attempt == MAX_RECORD_CHECKS - 1:  # it changes under every call: remember against this read
+                self.issued.remember(*issued)
+                break
+            current = self.issued.remember_if_current(record_key, raw, *issued)
+            if current is REMEMBERED:
+                break
+            known, read = self._known_record(task_name, current), True
+        else:  # not reached: every pass after a read either raises or remembers the id
+            raise MCSError(f"task {task_name!r}: its record changed under every check, so nothing was sent")
+        app = self._app(record.key_prefix)
+        name = celery_task_name(record.name)
         try:
-            result = self._app(record.key_prefix).send_task(
-                celery_task_name(record.name), args=args, kwargs=kwargs, queue=route, task_id=task_id
-            )
+            if wait:
+                result = app.send_task(name, args=call_args, kwargs=call_kwargs, queue=route, task_id=task_id)
+            else:
+                result = None
+                self.publish(app, name, call_args, call_kwargs, route, task_id)
         except Exception as exc:
             raise self._celery_error(exc) from None
         log.debug("sent %s to queue %s as %s", record.name, route, task_id)
-        return record, result, canary
+        return record, task_id, result, canary
+
+    def _known_record(self, task_name: str, raw: str | bytes | None) -> tuple[str | bytes, TaskRecord]:
+        """(JSON as stored, record) of the registry record ``raw``, kept for the task's next call."""
+        if raw is None:
+            self._records.pop(task_name, None)
+            raise self._not_registered(task_name)
+        known = raw, TaskRecord.model_validate_json(raw)
+        if len(self._records) >= MAX_KNOWN_RECORDS:
+            self._records.clear()
+        self._records[task_name] = known
+        return known
 
     # -- results ----------------------------------------------------------------------------------------------
 
@@ -470,31 +526,38 @@ class TaskInvoker:
 
     # -- is anybody serving the task? -------------------------------------------------------------------------
 
-    def _ensure_served(self, record: TaskRecord, route: str) -> None:
+    def _ensure_served(self, record: TaskRecord, route: str, ask: bool = True) -> bool:
         """A deployed task's worker (the one its call is routed to) must answer a targeted ping, else nothing is
         sent: ServiceUnavailable naming the cause and the fix, within about PING_TIMEOUT_S. A task registered by
-        hand (no deployment, or none with a hostname) is not asked: its workers are not MCS's."""
+        hand (no deployment, or none with a hostname) is not asked: its workers are not MCS's.
+
+        ``ask`` False: only what needs no round trip (an answer still held); False when the worker would have to be
+        asked, or a parked task woken (the caller then reads the task's record first: it may have changed)."""
         dep = record.deployment
         if dep is None:
-            return
+            return True
         if dep.parked:  # zero replicas: the call waits in the queue while the deploy worker starts a worker
+            if not ask:
+                return False
             if self.wake is not None:
                 try:
                     self.wake(record.primary or record.name)
                 except Exception as exc:  # the autoscaler also sees the queue grow: the call is not lost
                     log.warning("could not ask the deploy worker to wake %s: %s", record.name, exc)
-            return
+            return True
         canary = dep.canary
         if canary is not None and route == canary.serve_queue:
             group, replicas = canary.hostname, 1
         else:
             group, replicas = dep.hostname, dep.desired_replicas
         if not group:
-            return
-        hostnames = replica_hostnames(group, replicas)
+            return True
         known = self._liveness.get(group)
         if known is not None and known[0] and known[1] > time.monotonic():
-            return  # the common path: answered within the last ALIVE_FOR_S, no round trip
+            return True  # the common path: answered within the last ALIVE_FOR_S, no round trip
+        if not ask:
+            return False
+        hostnames = replica_hostnames(group, replicas)
         with self._ping_lock(group):
             known = self._liveness.get(group)  # another call may have asked while this one waited
             if known is not None and known[1] > time.monotonic():
@@ -517,6 +580,7 @@ class TaskInvoker:
                 hostname=hostnames[0],
                 queue=record.queue,
             )
+        return True
 
     def _ping_lock(self, hostname: str) -> threading.Lock:
         with self._locks_lock:
@@ -620,6 +684,87 @@ class TaskInvoker:
             )
         log.exception("unexpected Celery error")
         return MCSError(f"Celery error {type(exc).__name__}: {exc}")
+
+
+def publish_call(app: Celery, name: str, args: list[Any], kwargs: dict[str, Any], queue: str, task_id: str) -> None:
+    """Publish a call nobody waits for here (send_celery_task, map_celery_task): Celery's own message, routing,
+    producer and publish retries, as ``app.send_task`` does, without what only a caller that waits needs: the
+    AsyncResult, whose backend subscribes to the result's channel as the call is sent and unsubscribes when it is
+    dropped (two pub/sub commands for a result read later by its id), and the queue declaration, which kombu checks
+    against its cache on every publish by copying the queue: a call to a queue goes through kombu's default exchange
+    straight onto the queue's list, which no binding routes (the worker declares the queue it consumes)."""
+    amqp = app.amqp
+    options = amqp.router.route({"queue": queue}, name, args, kwargs)
+    message = amqp.create_task_message(
+        task_id, name, args, kwargs, reply_to=app.thread_oid, create_sent_event=app.conf.task_send_sent_event
+    )
+    with _producer(app) as producer, producer.connection._reraise_as_library_errors():
+        amqp.send_task_message(producer, name, message, **options, declare=[])
+
+
+_free_producers: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+_free_producers_lock = threading.Lock()
+MAX_FREE_PRODUCERS = 64  # per app: at most one per thread that sends at once
+
+
+@contextmanager
+def _producer(app: Celery) -> Iterator[Any]:
+    """A producer of ``app`` that stays bound to a broker connection of its own between calls. Celery's producer
+    pool binds its producer to a pooled connection again on every publish and lets go of it after (a sixth of a
+    send's CPU); these are kept, one per thread that publishes at the same time, for as long as ``app`` is. One that
+    failed (its connection may be broken) is dropped: the next call makes a new one."""
+    with _free_producers_lock:
+        free = _free_producers.setdefault(app, [])
+    try:
+        producer = free.pop()
+    except IndexError:
+        producer = app.amqp.Producer(app.connection_for_write())
+    try:
+        yield producer
+    except BaseException:
+        _close_quietly(producer)
+        raise
+    if len(free) < MAX_FREE_PRODUCERS:
+        free.append(producer)
+    else:
+        _close_quietly(producer)
+
+
+def _close_quietly(producer: Any) -> None:
+    try:
+        producer.connection.close()
+    except Exception as exc:  # it failed already: closing it is a courtesy
+        log.debug("closing a producer's connection: %s", exc)
+
+
+def _install_publish_client_reuse() -> None:
+    """Let each of kombu's Redis channels keep the client it publishes with.
+
+    kombu's Redis channel makes a new ``redis.Redis`` for every message it publishes (``conn_or_acquire`` ->
+    ``_create_client``), and redis-py fills each new client's table of about 200 response callbacks: measured in
+    the MCP server, a sixth of a send's CPU. The client holds no connection of its own (it borrows one from the
+    channel's pool per command, and is safe to share between threads), so the channel keeps one for as long as it
+    keeps that pool. The proper home of this is a kombu Transport of MCS's own in its Celery configuration; until
+    then, like the drainer above, installed once by the invoker (the MCP server's side only).
+    """
+    from kombu.transport import redis as kombu_redis
+
+    channel = kombu_redis.Channel
+    if getattr(channel._create_client, "mcs_reuse", False):
+        return
+    create = channel._create_client
+
+    def _create_client(self: Any, asynchronous: bool = False) -> Any:
+        if asynchronous:
+            return create(self, asynchronous)
+        pool = self.pool
+        client = self.__dict__.get("_mcs_publish_client")
+        if client is None or client.connection_pool is not pool:
+            client = self.__dict__["_mcs_publish_client"] = create(self, False)
+        return client
+
+    _create_client.mcs_reuse = True  # type: ignore[attr-defined]
+    channel._create_client = _create_client
 
 
 def _bounded(text: str | None, limit: int = MAX_TRACEBACK_CHARS) -> str | None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import fakeredis
 import pytest
+import redis
 
 from mcs.core.errors import InvalidInput, NotFound, ServiceUnavailable
 from mcs.invoker import ALIVE_FOR_S, TaskInvoker
@@ -246,6 +247,7 @@ def fake(tmp_path: Path):
     app = FakeApp(fakeredis.FakeRedis(server=server, db=1))
     broker = fakeredis.FakeRedis(server=server, db=0)
     invoker = TaskInvoker(settings, registry, app, apps=FakeApps(app), broker=broker)  # type: ignore[arg-type]
+    invoker.publish = lambda app, name, args, kwargs, queue, task_id: app.send_task(name, args, kwargs, queue, task_id)
     return invoker, app, broker
 
 
@@ -318,6 +320,65 @@ def test_a_worker_that_answers_is_told_the_revoked_calls_of_its_prefix(fake) -> 
     invoker.issued.remember_revoked(app.backend.client, PREFIX, "old-id", time.time())
     invoker.send("served")
     assert app.revokes == [(["old-id"], ["served-1-r1@mcs"], False)]
+
+
+# -- the task's record, kept from its last call -----------------------------------------------------------------
+
+
+def test_an_unchanged_record_is_not_read_again_and_a_changed_one_is_used_at_once(fake, monkeypatch) -> None:
+    invoker, app, _ = fake
+    _deploy(invoker)
+    app.alive.update({"served-1-r1@mcs", "served-2-r1@mcs"})
+    reads: list[str] = []
+    read = invoker.issued.record_json
+    monkeypatch.setattr(invoker.issued, "record_json", lambda key: reads.append(key) or read(key))
+    first, second = invoker.send("served").task_id, invoker.send("served").task_id
+    assert len(reads) == 1 and [s[1] for s in app.sent] == ["sq.v1", "sq.v1"]
+    assert invoker.issued.find(second)["route"] == "sq.v1" and invoker.issued.find(first)
+    _deploy(invoker, hostname="served-2@mcs", version="v2", serve_queue="sq.v2")  # a redeploy switched
+    third = invoker.send("served").task_id
+    assert app.sent[-1][1] == "sq.v2" and invoker.issued.find(third)["route"] == "sq.v2"
+    assert app.pings[-1][0] == ["served-2-r1@mcs"] and len(reads) == 1  # the check itself brought the new one
+
+
+def test_a_kept_record_whose_worker_must_be_asked_again_is_read_first(fake) -> None:
+    invoker, app, _ = fake
+    _deploy(invoker)
+    app.alive.update({"served-1-r1@mcs", "served-2-r1@mcs"})
+    invoker.send("served")
+    _deploy(invoker, hostname="served-2@mcs", version="v2", serve_queue="sq.v2")
+    invoker._liveness.clear()  # the answer of the first worker expired: only the serving one is asked
+    invoker.send("served")
+    assert [p[0] for p in app.pings] == [["served-1-r1@mcs"], ["served-2-r1@mcs"]]
+
+
+def test_a_call_is_checked_against_the_record_as_it_is_now(fake) -> None:
+    invoker, app, _ = fake
+    invoker.registry.register(name="by_hand", queue="hq", parameters=[{"name": "a", "type": "int"}])
+    invoker.send("by_hand", args=[1])
+    invoker.registry.register(name="by_hand", queue="hq", parameters=[{"name": "a", "type": "str"}])
+    with pytest.raises(InvalidInput):
+        invoker.send("by_hand", args=[1])
+    invoker.send("by_hand", args=["x"])
+    invoker.registry.remove("by_hand")
+    with pytest.raises(NotFound):
+        invoker.send("by_hand", args=["x"])
+    assert len(app.sent) == 2 and len(invoker.issued.client.keys("*issued*")) == 2
+
+
+def test_without_scripts_the_id_is_remembered_in_two_round_trips(fake) -> None:
+    invoker, app, _ = fake
+    invoker.registry.register(name="by_hand", queue="hq")
+
+    def refused(**_: Any) -> None:
+        raise redis.exceptions.NoPermissionError("this user has no permissions to run the 'evalsha' command")
+
+    invoker.issued._script = refused
+    first = invoker.send("by_hand").task_id
+    assert invoker.issued._script is False and invoker.issued.find(first)["queue"] == "hq"
+    invoker.registry.register(name="by_hand", queue="hq2")
+    second = invoker.send("by_hand").task_id
+    assert invoker.issued.find(second)["queue"] == "hq2" and app.sent[-1][1] == "hq2"
 
 
 # -- several ids, wait_s ----------------------------------------------------------------------------------------
