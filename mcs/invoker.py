@@ -102,6 +102,7 @@ TERMINATE_WAIT_S = 2.0  # cancel(terminate=True) of a running call: how long to 
 PING_TIMEOUT_S = 0.5
 ALIVE_FOR_S = 10.0  # a worker that answered is not asked again for this long
 GONE_FOR_S = 1.0  # nor, this long, one that did not (a burst of calls pays one ping, not one each)
+WAKE_AGAIN_AFTER_S = 5.0  # a parked task's calls ask the deploy worker to wake it once in this long
 MAX_REBROADCAST = 1000
 MAX_RECORD_CHECKS = 3  # reads of a task's record while one call is sent (it changed under the previous ones)
 MAX_KNOWN_RECORDS = 1024  # task records kept from their last call
@@ -131,6 +132,7 @@ class TaskInvoker:
         self.follow: Callable[[str, float], TaskStatusResult | None] | None = None
         #: Asks the deploy worker to wake a parked task (zero replicas) when a call for it is sent.
         self.wake: Callable[[str], Any] | None = None
+        self._woken: dict[str, float] = {}  # task -> until when a wake request already sent stands
         #: Publishes a call nobody waits for here: (app, Celery task name, args, kwargs, queue, task id).
         self.publish: Callable[[Celery, str, list[Any], dict[str, Any], str, str], None] = publish_call
         self._broker = broker
@@ -539,9 +541,11 @@ class TaskInvoker:
         if dep.parked:  # zero replicas: the call waits in the queue while the deploy worker starts a worker
             if not ask:
                 return False
-            if self.wake is not None:
+            owner, now = record.primary or record.name, time.monotonic()
+            if self.wake is not None and self._woken.get(owner, 0.0) <= now:  # one request per burst of calls
+                self._woken[owner] = now + WAKE_AGAIN_AFTER_S
                 try:
-                    self.wake(record.primary or record.name)
+                    self.wake(owner)
                 except Exception as exc:  # the autoscaler also sees the queue grow: the call is not lost
                     log.warning("could not ask the deploy worker to wake %s: %s", record.name, exc)
             return True
@@ -549,7 +553,10 @@ class TaskInvoker:
         if canary is not None and route == canary.serve_queue:
             group, replicas = canary.hostname, 1
         else:
-            group, replicas = dep.hostname, dep.desired_replicas
+            # Every slot the group may use (Swarm chooses which replicas a scale-down stops: slot 2 may be the one
+            # left); a destination nobody answers to costs nothing, and the first answer ends the wait.
+            group = dep.hostname
+            replicas = max(dep.desired_replicas, dep.max_replicas or 0, self.settings.max_replicas)
         if not group:
             return True
         known = self._liveness.get(group)
@@ -570,8 +577,8 @@ class TaskInvoker:
                     self._rebroadcast_revokes(record.key_prefix, hostnames)
         if not alive:
             raise ServiceUnavailable(
-                f"task {record.name!r} is deployed but nobody serves it: none of its {len(hostnames)} worker(s) "
-                f"({', '.join(hostnames[:3])}) answered a ping within {PING_TIMEOUT_S:g} s, so nothing was sent. The "
+                f"task {record.name!r} is deployed but nobody serves it: none of its workers ({hostnames[0]}, ...) "
+                f"answered a ping within {PING_TIMEOUT_S:g} s, so nothing was sent. The "
                 "deploy worker's watchdog replaces a gone worker within MCS_WATCH_EVERY_S "
                 f"({self.settings.watch_every_s:g} s): call again shortly; list_deployments shows the workers' status, "
                 f"and deploy_task(task_name={record.name!r}) starts new ones (e.g. when no deploy worker runs)",

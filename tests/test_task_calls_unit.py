@@ -251,6 +251,11 @@ def fake(tmp_path: Path):
     return invoker, app, broker
 
 
+def slots(group: str) -> list[str]:
+    """The node names the invoker pings for a group: every slot it may use (MCS_MAX_REPLICAS, 8)."""
+    return [f"{group}-r{slot}@mcs" for slot in range(1, 9)]
+
+
 def _deploy(invoker: TaskInvoker, hostname: str | None = "served-1@mcs", **extra: Any) -> None:
     deployment = {"deployment_id": "d", "version": "v1", "key_prefix": PREFIX, "serve_queue": "sq.v1"}
     if hostname:
@@ -267,7 +272,7 @@ def test_a_live_worker_is_pinged_once_then_cached(fake) -> None:
     app.alive.add("served-1-r1@mcs")
     for _ in range(5):
         invoker.send("served")
-    assert app.pings == [(["served-1-r1@mcs"], 0.5, 1)] and len(app.sent) == 5
+    assert app.pings == [(slots("served-1"), 0.5, 1)] and len(app.sent) == 5
     assert app.sent[0][1] == "sq.v1"  # routed to the version's own queue
     invoker._liveness["served-1@mcs"] = (True, time.monotonic() - 1)  # the cached answer expired
     invoker.send("served")
@@ -309,7 +314,7 @@ def test_during_a_gradual_release_the_worker_the_call_goes_to_is_pinged(fake, mo
     invoker.send("served")
     monkeypatch.setattr("mcs.invoker.random.random", lambda: 0.9)
     invoker.send("served")
-    assert [p[0] for p in app.pings] == [["served-2-r1@mcs"], ["served-1-r1@mcs"]]
+    assert [p[0] for p in app.pings] == [["served-2-r1@mcs"], slots("served-1")]  # the canary has one worker
     assert [s[1] for s in app.sent] == ["sq.v2", "sq.v1"]
 
 
@@ -319,7 +324,7 @@ def test_a_worker_that_answers_is_told_the_revoked_calls_of_its_prefix(fake) -> 
     app.alive.add("served-1-r1@mcs")
     invoker.issued.remember_revoked(app.backend.client, PREFIX, "old-id", time.time())
     invoker.send("served")
-    assert app.revokes == [(["old-id"], ["served-1-r1@mcs"], False)]
+    assert app.revokes == [(["old-id"], slots("served-1"), False)]
 
 
 # -- the task's record, kept from its last call -----------------------------------------------------------------
@@ -338,7 +343,7 @@ def test_an_unchanged_record_is_not_read_again_and_a_changed_one_is_used_at_once
     _deploy(invoker, hostname="served-2@mcs", version="v2", serve_queue="sq.v2")  # a redeploy switched
     third = invoker.send("served").task_id
     assert app.sent[-1][1] == "sq.v2" and invoker.issued.find(third)["route"] == "sq.v2"
-    assert app.pings[-1][0] == ["served-2-r1@mcs"] and len(reads) == 1  # the check itself brought the new one
+    assert app.pings[-1][0] == slots("served-2") and len(reads) == 1  # the check itself brought the new one
 
 
 def test_a_kept_record_whose_worker_must_be_asked_again_is_read_first(fake) -> None:
@@ -349,7 +354,7 @@ def test_a_kept_record_whose_worker_must_be_asked_again_is_read_first(fake) -> N
     _deploy(invoker, hostname="served-2@mcs", version="v2", serve_queue="sq.v2")
     invoker._liveness.clear()  # the answer of the first worker expired: only the serving one is asked
     invoker.send("served")
-    assert [p[0] for p in app.pings] == [["served-1-r1@mcs"], ["served-2-r1@mcs"]]
+    assert [p[0] for p in app.pings] == [slots("served-1"), slots("served-2")]
 
 
 def test_a_call_is_checked_against_the_record_as_it_is_now(fake) -> None:
@@ -533,10 +538,12 @@ def test_any_replica_that_answers_serves_the_call_and_a_parked_task_is_woken(fak
     _deploy(invoker, replicas=3)
     app.alive.add("served-1-r2@mcs")  # slots 1 and 3 are gone; slot 2 answers
     invoker.send("served")
-    assert app.pings == [(["served-1-r1@mcs", "served-1-r2@mcs", "served-1-r3@mcs"], 0.5, 1)]
+    # Every slot the group may use is asked (MCS_MAX_REPLICAS, 8): the first answer ends the wait.
+    assert app.pings == [([f"served-1-r{slot}@mcs" for slot in range(1, 9)], 0.5, 1)]
     assert len(app.sent) == 1
     woken: list[str] = []
     invoker.wake = woken.append
     _deploy(invoker, hostname="parked@mcs", replicas=0)
     invoker.send("served")  # queued at once; the deploy worker is asked to start a worker
-    assert woken == ["served"] and len(app.sent) == 2
+    invoker.send("served")  # a burst of calls asks once
+    assert woken == ["served"] and len(app.sent) == 3
