@@ -78,7 +78,7 @@ SPIN_TARGET_S = 0.2
 SPIN_CALLS = 64
 SPIN_ROUNDS = 2
 IN_FLIGHT = 20
-SEND_ROUNDS = 5
+SEND_ROUNDS = 10
 #: Figures the issue gives for MCS before scale-out (2 cores): compared with this run's.
 ISSUE_BEFORE = {
     "makespan.1x1": 7.9,
@@ -113,15 +113,14 @@ main()
 
 
 class DeployWorker:
-    """The real deploy worker in a process of its own (see DEPLOY_WORKER), restartable with other settings."""
+    """The real deploy worker in a process of its own (see DEPLOY_WORKER)."""
 
     def __init__(self, settings: Settings, log: Path) -> None:
         self.settings = settings
         self.log = log
         self.proc: subprocess.Popen | None = None
 
-    def start(self, settings: Settings | None = None) -> None:
-        self.settings = settings or self.settings
+    def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", DEPLOY_WORKER], cwd=PROJECT_ROOT, env=process_env(self.settings),
@@ -167,13 +166,10 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 120.
 
 
 class Bench:
-    def __init__(self, settings: Settings, client: Client, deploy_worker: DeployWorker) -> None:
+    def __init__(self, settings: Settings, client: Client) -> None:
         self.settings = settings
         self.client = client
-        self.deploy_worker = deploy_worker
         self.cores = os.cpu_count() or 1
-        self.cpu_cap = False  # the deploy worker refused a worker's CPU share above the machine's: capped here
-        self.notes: list[str] = []
         self.registry = TaskRegistry(settings)
         self.docker = docker.from_env()
         self.broker = make_client(settings, settings.redis_broker_db)
@@ -183,31 +179,8 @@ class Bench:
 
     async def deploy(self, replicas: int, concurrency: int) -> None:
         args = {"task_name": TASK, "queue": QUEUE, "replicas": replicas, "concurrency": concurrency}
-        self.deploy_worker_cpus(concurrency)
-        try:
-            await tool(self.client, "deploy_task", args)
-        except RuntimeError as exc:
-            # The docker runtime asks for worker_cpus x concurrency CPUs per worker, which dockerd refuses above
-            # the machine's count: then run the deploy worker with a smaller worker_cpus for such layouts.
-            if "Range of CPUs" not in str(exc) or self.cpu_cap:
-                raise
-            self.cpu_cap = True
-            self.notes.append(
-                f"the docker runtime asks worker_cpus x concurrency CPUs per worker and dockerd refuses more than "
-                f"{self.cores}: layouts above that ran with MCS_WORKER_CPUS = {self.cores} / concurrency"
-            )
-            self.deploy_worker_cpus(concurrency)
-            await tool(self.client, "deploy_task", args)
+        await tool(self.client, "deploy_task", args)
         await self.running(replicas)
-
-    def deploy_worker_cpus(self, concurrency: int) -> None:
-        """Restart the deploy worker when the CPU share its workers get must change (see ``deploy``)."""
-        default = self.settings.worker_cpus
-        wanted = min(default, self.cores / concurrency) if self.cpu_cap else default
-        if wanted == self.deploy_worker.settings.worker_cpus:
-            return
-        self.deploy_worker.stop()
-        self.deploy_worker.start(self.settings.model_copy(update={"worker_cpus": wanted}))
 
     async def scale(self, replicas: int) -> None:
         await tool(self.client, "scale_task", {"task_name": TASK, "replicas": replicas})
@@ -377,6 +350,7 @@ class Bench:
             await tool(self.client, "trigger_celery_task", {"task_name": NOOP, "timeout_s": 120})
             times.append(time.perf_counter() - started)
         self.out["cold_start"] = statistics.median(times)
+        self.out["cold_start.rounds"] = times
         print(f"  cold start: {', '.join(f'{t:.2f}' for t in times)} s", flush=True)
 
 
@@ -434,11 +408,11 @@ def swarm_row(settings: Settings, tmp: Path) -> dict[str, Any]:
     return {"swarm.docker_s": docker_s, "swarm.swarm_s": swarm_s, "swarm.ratio": swarm_s / docker_s}
 
 
-async def run(settings: Settings, deploy_worker: DeployWorker, sends: int, skip_send: bool) -> dict[str, Any]:
+async def run(settings: Settings, sends: int, skip_send: bool) -> dict[str, Any]:
     generate(settings)
     noop_params = StdioServerParameters(command=sys.executable, args=["-c", NOOP_SERVER])
     async with stdio_client(settings) as client, Client(noop_params) as noop:
-        bench = Bench(settings, client, deploy_worker)
+        bench = Bench(settings, client)
         cores = bench.cores
         print("1 x 1: deploy, idle memory, send rate, layout", flush=True)
         await bench.deploy(1, 1)
@@ -471,7 +445,6 @@ async def run(settings: Settings, deploy_worker: DeployWorker, sends: int, skip_
         await bench.cold_start()
         await tool(client, "undeploy_task", {"task_name": TASK})
         bench.out["cores"] = cores
-        bench.out["notes"] = bench.notes
         return bench.out
 
 
@@ -536,8 +509,6 @@ def print_table(out: dict[str, Any], before: dict[str, Any] | None) -> None:
         print(f"{label:58} {shown(ISSUE_BEFORE.get(key))} {shown(old)} {shown(value)}  {verdict}")
     if "swarm.note" in out:
         print(f"   swarm against docker: {out['swarm.note']}")
-    for note in out.get("notes", []):
-        print(f"note: {note}")
 
 
 def cleanup(settings: Settings) -> None:
@@ -575,7 +546,7 @@ def main() -> None:
         deploy_worker = DeployWorker(settings, tmp_path / "deploy_worker.log")
         try:
             deploy_worker.start()
-            out = asyncio.run(run(settings, deploy_worker, args.sends, args.skip_send))
+            out = asyncio.run(run(settings, args.sends, args.skip_send))
             out.update(swarm_row(settings, tmp_path))
         except BaseException:
             with contextlib.suppress(OSError):
