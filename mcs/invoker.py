@@ -102,7 +102,7 @@ TERMINATE_WAIT_S = 2.0  # cancel(terminate=True) of a running call: how long to 
 PING_TIMEOUT_S = 0.5
 ALIVE_FOR_S = 10.0  # a worker that answered is not asked again for this long
 GONE_FOR_S = 1.0  # nor, this long, one that did not (a burst of calls pays one ping, not one each)
-WAKE_AGAIN_AFTER_S = 5.0  # a parked task's calls ask the deploy worker to wake it once in this long
+WAKE_AGAIN_AFTER_S = 1.0  # a parked task's calls ask the deploy worker to wake it once in this long
 MAX_REBROADCAST = 1000
 MAX_RECORD_CHECKS = 3  # reads of a task's record while one call is sent (it changed under the previous ones)
 MAX_KNOWN_RECORDS = 1024  # task records kept from their last call
@@ -549,6 +549,7 @@ class TaskInvoker:
                 except Exception as exc:  # the autoscaler also sees the queue grow: the call is not lost
                     log.warning("could not ask the deploy worker to wake %s: %s", record.name, exc)
             return True
+        self._woken.pop(record.primary or record.name, None)  # it serves: parked again later, a call wakes it at once
         canary = dep.canary
         if canary is not None and route == canary.serve_queue:
             group, replicas = canary.hostname, 1

@@ -547,3 +547,8 @@ def test_any_replica_that_answers_serves_the_call_and_a_parked_task_is_woken(fak
     invoker.send("served")  # queued at once; the deploy worker is asked to start a worker
     invoker.send("served")  # a burst of calls asks once
     assert woken == ["served"] and len(app.sent) == 3
+    _deploy(invoker, replicas=1)  # woken: it serves
+    invoker.send("served")
+    _deploy(invoker, hostname="parked@mcs", replicas=0)  # parked again: the next call asks again at once
+    invoker.send("served")
+    assert woken == ["served", "served"]
