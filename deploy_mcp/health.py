@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from deploy_mcp.runtime import Replica, WorkerHandle, WorkerRuntime
 from mcs.core.celery_app import PrefixedApps, celery_task_name
@@ -36,28 +37,39 @@ def probe_timeouts() -> Iterator[float]:
         timeout = min(PROBE_TIMEOUT_MAX_S, timeout * PROBE_TIMEOUT_GROWTH)
 
 
-def registered_tasks(apps: PrefixedApps, hostname: str, timeout_s: float, key_prefix: str = "") -> list[str] | None:
-    """The Probe of a real Celery worker: the task names it registers, from ``inspect().registered()`` sent on the
-    remote-control channel of its prefix (with MCS's own credentials: a task's user cannot reach another's).
+def inspect_workers(
+    apps: PrefixedApps, key_prefix: str, hostnames: list[str], timeout_s: float, what: str, **options: Any
+) -> tuple[dict[str, Any] | None, ...] | None:
+    """Ask the workers ``hostnames`` on their prefix's remote-control channel (with MCS's own credentials: a task's
+    user cannot reach another's), each of ``what`` (``registered``, ``active``, ...): the replies, in that order.
+    None when the connection was lost (one the pool kept from before a Redis restart): not an answer, and a fresh
+    app asks next time.
 
-    Each probe has a connection of its own, with a short BRPOP: with the app's pooled connection, a probe that went
+    Each question has a connection of its own, with a short BRPOP: with the app's pooled connection, one that went
     unanswered left its BRPOP (kombu waits 1 s on Redis) on the connection, on a reply queue whose name changes
-    with each probe (kombu's oid of the bound mailbox), so the next probe's answer waited in Redis until that BRPOP
+    with each question (kombu's oid of the bound mailbox), so the next answer waited in Redis until that BRPOP
     ended and was then dropped with its queue: a new worker's first answer came about 0.6 s after it was ready."""
     app = apps.get(key_prefix)
     try:
         with app.connection_for_write(transport_options={"polling_interval": PROBE_POLL_S}) as connection:
-            inspect = app.control.inspect(destination=[hostname], timeout=timeout_s, limit=1, connection=connection)
-            replies = inspect.registered()
+            inspect = app.control.inspect(
+                destination=list(hostnames), timeout=timeout_s, connection=connection, **options
+            )
+            return tuple(getattr(inspect, question)() for question in what.split())
     except Exception as exc:
         from kombu.exceptions import OperationalError
 
         if not (isinstance(exc, OperationalError | OSError) or is_connection_error(exc)):
             raise
-        # A connection the pool kept from before a Redis restart: not an answer; a fresh app asks next time.
-        log.info("the health probe lost its Redis connection (%s); asking again", type(exc).__name__)
+        log.info("an inspect of %s lost its Redis connection (%s); asking again", key_prefix, type(exc).__name__)
         apps.forget(key_prefix)
         return None
+
+
+def registered_tasks(apps: PrefixedApps, hostname: str, timeout_s: float, key_prefix: str = "") -> list[str] | None:
+    """The Probe of a real Celery worker: the task names it registers, from ``inspect().registered()``."""
+    asked = inspect_workers(apps, key_prefix, [hostname], timeout_s, "registered", limit=1)
+    replies = asked[0] if asked else None
     return None if not replies or hostname not in replies else list(replies[hostname])
 
 
@@ -67,23 +79,15 @@ def held_calls(apps: PrefixedApps, hostnames: list[str], key_prefix: str, timeou
     (a call is never given back on a guess: it would run twice)."""
     if not hostnames:
         return set()
-    app = apps.get(key_prefix)
-    held: set[str] = set()
-    try:
-        with app.connection_for_write(transport_options={"polling_interval": PROBE_POLL_S}) as connection:
-            inspect = app.control.inspect(destination=list(hostnames), timeout=timeout_s, connection=connection)
-            for replies in (inspect.active(), inspect.reserved()):
-                if not replies or set(hostnames) - set(replies):
-                    return None
-                for requests in replies.values():
-                    held |= {str(r.get("id")) for r in requests or [] if r.get("id")}
-    except Exception as exc:
-        from kombu.exceptions import OperationalError
-
-        if not (isinstance(exc, OperationalError | OSError) or is_connection_error(exc)):
-            raise
-        apps.forget(key_prefix)
+    asked = inspect_workers(apps, key_prefix, hostnames, timeout_s, "active reserved")
+    if asked is None:
         return None
+    held: set[str] = set()
+    for replies in asked:
+        if not replies or set(hostnames) - set(replies):
+            return None
+        for requests in replies.values():
+            held |= {str(r.get("id")) for r in requests or [] if r.get("id")}
     return held
 
 

@@ -88,8 +88,9 @@ class Replicated:
         return worker_name(spec.task_name, spec.version, first) if worker_name else first
 
     def start(self, spec: RunSpec) -> WorkerHandle:
+        gid = self._group_id(spec)
         group = WorkerHandle(
-            runtime=self.name, id=self._group_id(spec), name=self._group_id(spec), hostname=spec.hostname,
+            runtime=self.name, id=gid, name=gid, hostname=spec.hostname,
             task_name=spec.task_name, queue=spec.queue, version=spec.version, artifact_ref=spec.artifact.ref,
         )  # fmt: skip
         try:

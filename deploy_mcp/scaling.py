@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from deploy_mcp.health import wait_healthy
 from deploy_mcp.runtime import Artifact, WorkerHandle
-from mcs.core.capacity import Capacity, check_replicas
+from mcs.core.capacity import Capacity, check_capacity, check_replicas
 from mcs.core.celery_app import task_key_prefix
-from mcs.core.errors import Conflict, InvalidInput, NotFound
+from mcs.core.errors import Conflict, NotFound
 from mcs.core.models import DeploymentInfo, TaskRecord
 from mcs.core.names import validate_name
 from mcs.core.results import ReplicaStatus, ScaleResult, ScalingEvent
@@ -110,22 +110,14 @@ class Scaling:
         """Set the task's workers to ``replicas`` (0 parks it), and optionally its autoscaling range."""
         name = validate_name(task_name, "task_name")
         check_replicas(replicas, self.settings)
+        given = {"replicas": replicas, "min_replicas": min_replicas, "max_replicas": max_replicas}
         with self._request_lock(name):
             record = self._scalable(name)
             dep = record.deployment
-            low, high = dep.min_replicas, dep.max_replicas
-            if (min_replicas is None) != (max_replicas is None):
-                raise InvalidInput("min_replicas", min_replicas, "min_replicas and max_replicas go together")
-            if min_replicas is not None:
-                low = check_replicas(min_replicas, self.settings, "min_replicas")
-                high = check_replicas(max_replicas, self.settings, "max_replicas", low=1)
-                if low > high:
-                    raise InvalidInput("min_replicas", low, f"at most max_replicas ({high})")
-            if low is not None and high is not None and not low <= replicas <= high:
-                raise InvalidInput(
-                    "replicas", replicas, f"within the task's autoscaling range {low}..{high} (or give a new range)"
-                )
-            dep = dep.model_copy(update={"min_replicas": low, "max_replicas": high})
+            # The same rules as deploy_task's: a range goes together, and the count lies in it (the given or the
+            # task's own).
+            wanted = check_capacity({k: v for k, v in given.items() if v is not None}, self.settings, capacity_of(dep))
+            dep = dep.model_copy(update={"min_replicas": wanted.min_replicas, "max_replicas": wanted.max_replicas})
             previous = dep.desired_replicas
             self._scale_to(record, dep, replicas, reason, wait=wait)
         return self.scale_result(name, previous)
@@ -133,7 +125,7 @@ class Scaling:
     def scale_result(self, name: str, previous: int) -> ScaleResult:
         record = self.registry.get(name)
         dep = record.deployment
-        workers = self.replica_status(dep)
+        workers = self.replica_status(dep, record)
         running = sum(1 for w in workers if w.state == "RUNNING")
         return ScaleResult(
             task_name=name,
@@ -225,14 +217,12 @@ class Scaling:
 
     # -- what runs --------------------------------------------------------------------------------------------
 
-    def replica_status(self, dep: DeploymentInfo | None, record: TaskRecord | None = None) -> list[ReplicaStatus]:
+    def replica_status(self, dep: DeploymentInfo | None, record: TaskRecord) -> list[ReplicaStatus]:
         if dep is None or not dep.container_id:
             return []
-        group = WorkerHandle(self.runtime.name, dep.container_id, dep.container_id, dep.hostname or "",
-                             record.name if record else "", "", dep.version or "", dep.image or "")  # fmt: skip
         return [
             ReplicaStatus(slot=m.slot, hostname=m.hostname, state=m.state, id=m.id, node=m.node)
-            for m in self.runtime.members(group)
+            for m in self.runtime.members(self.group_of(dep, record))
         ]
 
     def scaling_events(self, task: str, count: int = 5) -> list[ScalingEvent]:

@@ -101,11 +101,10 @@ class DeployClient:
     ) -> dict[str, Any]:
         """Set a deployed task's workers (0 parks it), optionally its autoscaling range; checked here first."""
         check_replicas(replicas, self.settings)
-        payload: dict[str, Any] = {"task_name": task_name, "replicas": replicas}
-        if min_replicas is not None or max_replicas is not None:
-            given = {"replicas": replicas, "min_replicas": min_replicas, "max_replicas": max_replicas}
-            check_capacity({k: v for k, v in given.items() if v is not None}, self.settings)
-            payload |= {"min_replicas": min_replicas, "max_replicas": max_replicas}
+        given = {"replicas": replicas, "min_replicas": min_replicas, "max_replicas": max_replicas}
+        given = {k: v for k, v in given.items() if v is not None}
+        check_capacity(given, self.settings)  # the deploy worker checks again, against the task's range
+        payload: dict[str, Any] = {"task_name": task_name, **given}
         return self.call(protocol.SCALE, payload, self.settings.health_timeout_s + SCALE_MARGIN_S)
 
     def wake(self, task_name: str) -> str:
