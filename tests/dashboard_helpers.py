@@ -7,10 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mcs.core.settings import PROJECT_ROOT, Settings
 from mcs.stack import process_env
+from tests.helpers import wait_for
 
 #: Where CI keeps what tests leave for a person to look at (screenshots): $MCS_TEST_ARTIFACTS, else .ci-artifacts/.
 ARTIFACTS = Path(os.environ.get("MCS_TEST_ARTIFACTS") or PROJECT_ROOT / ".ci-artifacts")
@@ -42,7 +42,11 @@ def running_dashboard(settings: Settings, log: Path, refresh_s: float = 1.0) -> 
         )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: proc.poll() is not None or get(base + "/healthz")[0] == 200, 30, "the dashboard to start")
+
+        def started() -> bool:
+            return proc.poll() is not None or get(base + "/healthz")[0] == 200
+
+        wait_for(started, 30, "the dashboard to start", every_s=0.1)
         assert proc.poll() is None, log.read_text()[-3000:]
         yield base
     finally:
@@ -92,14 +96,3 @@ def metrics(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(every_s)

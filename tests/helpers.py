@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mcs.core.settings import Settings
 
@@ -22,3 +25,15 @@ def make_settings(tmp_path: Path, **overrides) -> Settings:
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.2) -> Any:
+    """``condition()``'s first truthy value, polled until ``timeout_s``; a failure naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what} (last: {value!r})")
+        time.sleep(every_s)

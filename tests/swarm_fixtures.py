@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -88,15 +88,3 @@ def remove_swarm_test_objects(client: Any) -> None:
         if any(ref.startswith(REGISTRY + "/") for ref in refs):
             with contextlib.suppress(docker.errors.APIError):
                 client.images.remove(image.id, force=True)
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.2) -> Any:
-    """``condition()``'s first truthy value, polled until ``timeout_s``; a failure naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:g} s waiting for {what} (last: {value!r})")
-        time.sleep(every_s)

@@ -235,6 +235,8 @@ def test_served_read_only_to_all_acting_only_with_the_token(settings: Settings, 
 
 
 def _eventually(base: str, labels: tuple[tuple[str, str], ...]) -> bool:
-    from tests.dashboard_helpers import wait_until
+    from tests.helpers import wait_for
 
-    return bool(wait_until(lambda: metrics(base).get(("mcs_deploys_total", labels)) == 1, 10, "the deploy counter"))
+    return bool(
+        wait_for(lambda: metrics(base).get(("mcs_deploys_total", labels)) == 1, 10, "the deploy counter", every_s=0.1)
+    )

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from mcs.core.settings import PROJECT_ROOT
-from tests.dashboard_helpers import ARTIFACTS, get, metrics, post, running_dashboard, wait_until
+from tests.dashboard_helpers import ARTIFACTS, get, metrics, post, running_dashboard
+from tests.helpers import wait_for
 
 TASK, QUEUE = "dash_div", "dash_q"
 TOKEN = "dashboard-test-token-7f3a"  # pragma: allowlist secret
@@ -152,7 +153,7 @@ def test_metrics_count_the_known_calls(scene: dict[str, Any]) -> None:
         found = metrics(scene["base"])
         return found if found.get(("mcs_task_duration_seconds_count", labels)) == 2 else None
 
-    found = wait_until(counted, 15, "the calls in /metrics")
+    found = wait_for(counted, 15, "the calls in /metrics", every_s=0.1)
     assert found[("mcs_task_calls_total", labels)] == 2
     assert found[("mcs_task_failures_total", labels)] == 1
     assert 0 < found[("mcs_task_duration_seconds_sum", labels)] < 5
@@ -226,7 +227,8 @@ def test_with_the_token_the_page_scales_and_the_audit_log_has_deploy_scale_undep
     assert set(generate["arguments"]["function_body"]) == {"digest", "length"}  # the code itself is not kept
     page.goto(f"{base}/audit?task={TASK}")
     expect(page.locator("table.audit")).to_contain_text("undeploy_task")
-    found = wait_until(lambda: metrics(base).get(("mcs_deploys_total", _deploy_labels("undeploy_task"))), 15, "metric")
+    undeploys = ("mcs_deploys_total", _deploy_labels("undeploy_task"))
+    found = wait_for(lambda: metrics(base).get(undeploys), 15, "metric", every_s=0.1)
     assert found == 1
     page.goto(f"{base}/")
     expect(page.locator(f'tr[data-task="{TASK}"]')).to_have_count(0, timeout=15_000)

@@ -39,6 +39,7 @@ from deploy_mcp.runtime import LABEL_MANAGED, LABEL_VERSION, BuildSpec
 from mcs.core.settings import Settings
 from mcs.core.worker_image import DEPS_ARG, DEPS_WHEELHOUSE, render_dockerfile, uses_deps_image
 from tests.helpers import TEST_LABEL, make_settings
+from tests.test_docker_runtime import Tracker
 
 REQUIREMENT = "six==1.16.0"  # differs from the base image's six 1.17.0: the import proves the install
 APP = """\
@@ -55,21 +56,12 @@ def {task}():
 """
 
 
-class Made:
-    """Images and containers a test made, removed in an order the daemon accepts (children before parents)."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.images: list[str] = []
-        self.containers: list[str] = []
+class Made(Tracker):
+    """Images and containers a test made, removed in an order the daemon accepts (children before parents), and the
+    test's dependency images."""
 
     def cleanup(self) -> None:
-        for ref in self.containers:
-            with contextlib.suppress(docker.errors.NotFound):
-                self.client.containers.get(ref).remove(force=True)
-        for ref in self.images:
-            with contextlib.suppress(docker.errors.ImageNotFound):
-                self.client.images.remove(ref, force=True)
+        super().cleanup()
         for image in self.client.images.list(filters={"label": [f"{LABEL_DEPS}=1", f"{TEST_LABEL}=1"]}):
             with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
                 self.client.images.remove(image.id, force=True)

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from deploy_mcp.runtime import LABEL_TASK
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -28,14 +29,6 @@ def deployment(stage, task: str) -> dict:
     return found
 
 
-def until(what, check, timeout_s: float = 90.0):
-    deadline = time.monotonic() + timeout_s
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:g} s"
-        time.sleep(0.3)
-    return value
-
-
 def containers(docker_client, task: str) -> list:
     return docker_client.containers.list(filters={"label": f"{LABEL_TASK}={task}"})
 
@@ -51,12 +44,15 @@ def test_scale_task_up_and_down(stage, docker_client) -> None:
     up = stage.one("scale_task", task_name="steady", replicas=3)
     assert up["success"] and (up["previous"], up["replicas"], up["replicas_running"]) == (1, 3, 3), up
     assert [w["slot"] for w in up["workers"]] == [1, 2, 3] and len(containers(docker_client, "steady")) == 3
-    seen = until("get_task_details shows 3 running", lambda: (d := stage.one("get_task_details", task_name="steady"))
-                 .get("replicas_running") == 3 and d)  # fmt: skip
+    seen = wait_for(
+        lambda: (d := stage.one("get_task_details", task_name="steady")).get("replicas_running") == 3 and d,
+        90,
+        "get_task_details shows 3 running",
+    )
     assert seen["task"]["deployment"]["replicas"] == 3 and [w["state"] for w in seen["workers"]] == ["RUNNING"] * 3
     down = stage.one("scale_task", task_name="steady", replicas=1)
     assert down["success"] and down["replicas"] == 1, down
-    until("the extra workers stop", lambda: len(containers(docker_client, "steady")) == 1)
+    wait_for(lambda: len(containers(docker_client, "steady")) == 1, 90, "the extra workers stop")
     listed = deployment(stage, "steady")
     assert [(e["from_replicas"], e["to_replicas"]) for e in listed["scaling"]][:2] == [(3, 1), (1, 3)]
     refused = stage.one("scale_task", task_name="steady", replicas=99)
@@ -74,7 +70,9 @@ def test_autoscaling_parks_at_zero_scales_on_depth_and_wakes_on_a_call(stage, do
     assert generated["success"] and deployed["success"], deployed
     assert (deployed["min_replicas"], deployed["max_replicas"], deployed["replicas"]) == (0, 2, 1)
     # Idle for the cooldown: parked, no container at all.
-    until("parked", lambda: deployment(stage, "elastic")["replicas"] == 0 and not containers(docker_client, "elastic"))
+    wait_for(
+        lambda: deployment(stage, "elastic")["replicas"] == 0 and not containers(docker_client, "elastic"), 90, "parked"
+    )
     assert deployment(stage, "elastic")["worker_status"] == "PARKED"
 
     # Four 6 s calls through one MCP session (send returns without waiting for a worker): the first wakes the
@@ -91,8 +89,8 @@ def test_autoscaling_parks_at_zero_scales_on_depth_and_wakes_on_a_call(stage, do
     assert any(e["to_replicas"] == 2 and e["reason"].startswith("autoscaler") for e in events), events
 
     # Idle again: back to zero; then a trigger waits for the cold start and is answered.
-    until("parked again", lambda: deployment(stage, "elastic")["replicas"] == 0)
-    until("no container", lambda: not containers(docker_client, "elastic"))
+    wait_for(lambda: deployment(stage, "elastic")["replicas"] == 0, 90, "parked again")
+    wait_for(lambda: not containers(docker_client, "elastic"), 90, "no container")
     answered = stage.one("trigger_celery_task", task_name="elastic", kwargs={"seconds": 0}, timeout_s=60)
     assert answered["success"] and answered["status"] == "SUCCESS", answered
     assert deployment(stage, "elastic")["replicas"] >= 1

@@ -26,8 +26,8 @@ from mcs.core.bundle import read_folder
 from mcs.core.celery_app import PrefixedApps, create_celery_app, task_key_prefix
 from mcs.core.settings import Settings
 from Redis.registry import TaskRegistry
-from tests.helpers import TEST_LABEL
-from tests.swarm_fixtures import swarm_client, wait_for
+from tests.helpers import TEST_LABEL, wait_for
+from tests.swarm_fixtures import swarm_client
 
 __all__ = ["swarm_client"]  # the fixture, imported by name
 

@@ -63,8 +63,8 @@ from mcs.core.worker_image import render_dockerfile
 from Redis.acl import AclUsers
 from Redis.registry import TaskRegistry
 from Redis.server import LocalRedisServer
-from tests.helpers import TEST_LABEL, make_settings
-from tests.swarm_fixtures import REGISTRY, swarm_client, wait_for
+from tests.helpers import TEST_LABEL, make_settings, wait_for
+from tests.swarm_fixtures import REGISTRY, swarm_client
 
 __all__ = ["swarm_client"]  # the fixture, imported by name
 
