@@ -6,10 +6,11 @@ requirement lines replace its ``requirements.txt``. Their wheels are resolved on
 MCS_DEPS_IMAGE`` (MCS's rendered recipe) gets the task's dependency image (:mod:`deploy_mcp.docker.deps`: made once
 per set and base image, shared by every task with that set), or the base image without requirements, and no
 wheelhouse in its context; any other Dockerfile gets ``wheelhouse/`` in its context, as before, and installs
-from it itself. The image is built with ``network_mode="none"``; its labels are set by one ``LABEL`` step
-appended to the Dockerfile (the daemon would make one step per label), or by the build's labels when a value is
-not plain. A failed build leaves neither step containers nor the step images it created; images that existed
-before are never touched.
+from it itself. A recipe made only of the instructions MCS's rendered one uses is applied without the builder,
+by one container commit (:mod:`deploy_mcp.docker.assemble`); any other is built by the daemon with
+``network_mode="none"``, its labels set by one ``LABEL`` step appended to the Dockerfile (the daemon would make
+one step per label), or by the build's labels when a value is not plain. A failed build leaves neither step
+containers nor the step images it created; images that existed before are never touched.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 import docker.errors
 
+from deploy_mcp.docker.assemble import assemble_image, plan_assembly
 from deploy_mcp.docker.client import docker_errors, get_image
 from deploy_mcp.docker.containers import labels_of
 from deploy_mcp.docker.deps import LABEL_DEPS, ensure_deps_image
@@ -93,6 +95,15 @@ def build_in_context(
                 labels[LABEL_DEPS] = "0"  # built on a dependency image, not one itself
         elif with_deps_arg:
             buildargs[DEPS_ARG] = base_image
+        plan = plan_assembly(spec.dockerfile, buildargs)
+        if plan is not None:
+            try:
+                (context / "Dockerfile").write_text(spec.dockerfile)
+            except OSError as exc:
+                raise DeployError(f"cannot write the build context: {exc}", step="build", folder=str(folder)) from exc
+            assembled = assemble_image(client, context, tag, spec, plan, labels, progress)
+            if assembled is not None:
+                return assembled
         dockerfile = spec.dockerfile
         if _plain_labels(labels) and not dockerfile.rstrip().endswith("\\"):
             line = "LABEL " + " ".join(f"{key}={value}" for key, value in labels.items())

@@ -1,0 +1,276 @@
+"""A task image without the builder: MCS's rendered recipe applied by one container commit.
+
+The rendered Dockerfile (``templates/Dockerfile.tmpl``) stays the recipe of record: it is in the version hash, in
+the task's folder for review, and what a person builds by hand. Its instructions are few and need no process to
+run: configuration (``USER``, ``WORKDIR``, ``ENV``, ``CMD``, ``LABEL``), one ``COPY --chown=0:0 . <dir>`` of the
+build context, and ``RUN ["chmod", "-R", "u=rwX,go=rX", <dir>]`` on what was copied. The classic builder spends
+about half a second on them (a step container per instruction, a container run for the chmod); here the same
+result is made in about 0.1 s:
+
+- a container of the recipe's ``FROM`` image is created (never started: no process of the task runs, no network);
+- the context goes in with ``put_archive`` as one archive whose entries are owned by root and carry the modes the
+  ``chmod`` gives (``0755`` for folders and for files with an execute bit, ``0644`` for the others);
+- the container is committed with the configuration instructions as the commit's changes, in their order, and the
+  image's labels; the container is removed whatever happens.
+
+:func:`plan_assembly` reads the recipe and answers None for anything it does not know exactly (another
+instruction, a variable, a continuation line, a parser directive, a ``RUN`` as another user, a folder the recipe
+does not copy to), and the image is then built by the daemon as before (:func:`deploy_mcp.docker.build.build_image`).
+``tests/test_image_assembly.py`` builds one context both ways and compares the two images' configuration and files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import re
+import tarfile
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+
+from deploy_mcp.docker.client import docker_errors, get_image
+from deploy_mcp.docker.containers import labels_of
+from deploy_mcp.docker.recipe import split_image_ref
+from deploy_mcp.runtime import LABEL_VERSION, BuildSpec, Progress, say
+from mcs.core.errors import DeployError
+
+logger = logging.getLogger(__name__)
+
+#: The container an assembly commits is named ``mcs-assemble-<task>-<version12>-<random>``.
+ASSEMBLE_CONTAINER_PREFIX = "mcs-assemble-"
+CHMOD_RULE = "u=rwX,go=rX"
+_CONFIG = frozenset({"USER", "WORKDIR", "ENV", "CMD", "LABEL"})
+_ROOT_USERS = frozenset({"root", "0", "0:0", "root:root", "root:0", "0:root"})
+_DIRECTIVE = re.compile(r"#\s*[A-Za-z]+\s*=")  # "# syntax=...", "# escape=..." change how the file is read
+_PAIR = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*=[^\s\"'$\\`]*")
+_PATH = re.compile(r"/[A-Za-z0-9._/-]*")
+_WORD = re.compile(r"[A-Za-z0-9._:-]+")
+_ARG_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+@dataclass(frozen=True)
+class Assembly:
+    """What the recipe does, in terms a commit can apply."""
+
+    base: str  # the FROM image, build arguments substituted
+    dest: str  # the folder the context is copied to (absolute)
+    changes: tuple[str, ...]  # the configuration instructions, in the recipe's order
+
+
+def plan_assembly(dockerfile: str, buildargs: Mapping[str, str]) -> Assembly | None:
+    """The recipe as an :class:`Assembly`, or None when it holds anything this module does not apply exactly."""
+    declared: set[str] = set()
+    base: str | None = None
+    dest: str | None = None
+    chmod_done = False
+    user: str | None = None  # unknown until the recipe sets it (the FROM image's user is not read here)
+    workdirs: list[str] = []
+    changes: list[str] = []
+    for raw in dockerfile.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            if base is None and _DIRECTIVE.match(line):
+                return None
+            continue
+        if line.endswith("\\"):
+            return None
+        word, _, rest = line.partition(" ")
+        word, rest = word.upper(), rest.strip()
+        if base is None:
+            if word == "ARG" and _WORD.fullmatch(rest) and rest in buildargs:
+                declared.add(rest)
+                continue
+            if word != "FROM" or " " in rest:
+                return None
+            base = _substitute(rest, declared, buildargs)
+            if base is None:
+                return None
+            continue
+        if word in _CONFIG:
+            if not _plain_config(word, rest):
+                return None
+            if word == "USER":
+                user = rest
+            elif word == "WORKDIR":
+                workdirs.append(rest)
+            if dest is not None and word not in ("USER", "LABEL", "CMD", "ENV"):
+                return None  # a WORKDIR after the copy: keep the simple order the template has
+            changes.append(f"{word} {rest}")
+        elif word == "COPY" and dest is None:
+            parts = rest.split()
+            if len(parts) != 3 or parts[0] != "--chown=0:0" or parts[1] != "." or not _PATH.fullmatch(parts[2]):
+                return None
+            dest = parts[2].rstrip("/") or "/"
+        elif word == "RUN" and dest is not None and not chmod_done and user in _ROOT_USERS:
+            try:
+                argv = json.loads(rest)
+            except ValueError:
+                return None
+            if argv != ["chmod", "-R", CHMOD_RULE, dest]:
+                return None
+            chmod_done = True
+        else:
+            return None
+    # WORKDIR creates its folder; here the archive does, so it has to be the folder the context is copied to. The
+    # container made to commit has a placeholder command, so the recipe must set its own.
+    if base is None or dest is None or dest == "/" or not chmod_done or any(w.rstrip("/") != dest for w in workdirs):
+        return None
+    if not any(change.startswith("CMD ") for change in changes):
+        return None
+    return Assembly(base=base, dest=dest, changes=tuple(changes))
+
+
+def _substitute(ref: str, declared: set[str], buildargs: Mapping[str, str]) -> str | None:
+    """``$NAME`` / ``${NAME}`` of a declared build argument replaced by its value; None for anything else."""
+    whole = _ARG_REF.fullmatch(ref)
+    if whole is not None:
+        name = whole.group(1) or whole.group(2)
+        return buildargs[name] if name in declared else None
+    return ref if _WORD.fullmatch(ref.replace("/", "").replace("@", "")) else None
+
+
+def _plain_config(word: str, rest: str) -> bool:
+    """Values without quoting, escapes or variables: the commit reads them exactly as the builder would."""
+    if not rest:
+        return False
+    if word == "CMD":
+        try:
+            argv = json.loads(rest)
+        except ValueError:
+            return False
+        return isinstance(argv, list) and bool(argv) and all(isinstance(a, str) for a in argv)
+    if word in ("ENV", "LABEL"):
+        return all(_PAIR.fullmatch(pair) for pair in rest.split())
+    if word == "WORKDIR":
+        return bool(_PATH.fullmatch(rest))
+    return bool(_WORD.fullmatch(rest))  # USER
+
+
+def assemble_image(
+    client: Any,
+    context: Path,
+    tag: str,
+    spec: BuildSpec,
+    plan: Assembly,
+    labels: Mapping[str, str],
+    progress: Progress | None,
+) -> tuple[str, str] | None:
+    """Make ``tag`` from ``context`` as ``plan`` says; returns (image id, a log of what was done), or None when the
+    FROM image has ONBUILD triggers or already has ``plan.dest`` (the copy would merge into it): the builder's.
+
+    A failure raises DeployError(step="build") and leaves neither the container nor an image.
+    """
+    archive, files, size = _archive(context, plan.dest)
+    with docker_errors("inspect the FROM image", step="build", image=plan.base):
+        base = client.api.inspect_image(plan.base)
+    config = dict(base.get("Config") or {})
+    if config.get("OnBuild"):
+        return None  # the builder would run the FROM image's ONBUILD triggers
+    repository, version_tag = split_image_ref(tag)
+    name = f"{ASSEMBLE_CONTAINER_PREFIX}{spec.task_name}-{spec.version[:12]}-"
+    container_id: str | None = None
+    image_id: str | None = None
+    try:
+        with docker_errors("image assembly", step="build", image=tag):
+            _remove_leftovers(client, name)
+            created = client.api.create_container(
+                base["Id"],
+                command=["/nonexistent-never-started"],  # a FROM image may have no command; this one never runs
+                name=f"{name}{uuid.uuid4().hex[:6]}",
+                network_disabled=True,
+                host_config=client.api.create_host_config(network_mode="none"),
+            )
+            container_id = created["Id"]
+            try:
+                client.api.get_archive(container_id, plan.dest)[0].close()
+                return None  # the folder exists in the FROM image
+            except docker.errors.NotFound:
+                pass
+            client.api.put_archive(container_id, "/", archive)
+            committed = client.api.commit(
+                container_id,
+                repository=repository,
+                tag=version_tag,
+                message=f"MCS {spec.task_name} {spec.version[:12]}: the context copied to {plan.dest}, assembled "
+                "from its Dockerfile",
+                changes=list(plan.changes),
+                # The FROM image's configuration with the recipe's instructions applied on it, as the builder does.
+                conf={**config, "Labels": {**(config.get("Labels") or {}), **labels}},
+            )
+            image_id = str(committed["Id"])
+            found = get_image(client, tag)
+            if found is None or labels_of(found.attrs).get(LABEL_VERSION) != spec.version:
+                raise DeployError(
+                    f"the assembly of {tag} finished but the image is not there with {LABEL_VERSION}={spec.version}",
+                    step="build",
+                    image=tag,
+                )
+            if found.id != image_id:
+                # A concurrent deploy of the same version tagged its image last: the same content, keep that one.
+                logger.info("%s was tagged by a concurrent deploy of the same version; using that image", tag)
+                with contextlib.suppress(docker.errors.APIError):
+                    client.api.remove_image(image_id, noprune=False)
+                image_id = found.id
+    except BaseException:
+        if image_id is not None:
+            with contextlib.suppress(docker.errors.DockerException, DeployError):
+                client.api.remove_image(image_id, noprune=False)
+        raise
+    finally:
+        if container_id is not None:
+            with contextlib.suppress(docker.errors.DockerException):
+                client.api.remove_container(container_id, force=True)
+    log = [
+        f"assembled {tag} from its Dockerfile without the builder (each instruction applied by MCS):",
+        f"FROM {plan.base} ({base['Id'][:19]})",
+        f"COPY --chown=0:0 . {plan.dest}: {files} entries, {size} bytes, modes {CHMOD_RULE} (0755 / 0644)",
+        *(f"{change}" for change in plan.changes),
+        f"LABEL {len(labels)} labels",
+        f"committed {image_id[:19]}",
+    ]
+    say(progress, f"assembled {tag} ({image_id[:19]}): {files} entries copied to {plan.dest}", logger)
+    return image_id, "\n".join(log)
+
+
+def _remove_leftovers(client: Any, name: str) -> None:
+    """Assembly containers of this task and version that a deploy worker which died mid-assembly left."""
+    for leftover in client.api.containers(all=True, filters={"name": name}):
+        names = [n.lstrip("/") for n in leftover.get("Names") or []]
+        if any(n.startswith(name) for n in names):
+            logger.info("removing %s, left by an assembly that did not finish", names[0])
+            with contextlib.suppress(docker.errors.NotFound):
+                client.api.remove_container(leftover["Id"], force=True)
+
+
+def _archive(context: Path, dest: str) -> tuple[bytes, int, int]:
+    """``context`` as a tar rooted at ``dest``: entries owned by root, modes as ``chmod -R u=rwX,go=rX`` sets
+    them, symbolic links kept as links (as COPY keeps them). Returns (archive, entries, bytes of file content)."""
+    counted = {"entries": 0, "size": 0}
+
+    def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        if info.isdir() or (info.isreg() and info.mode & 0o111):
+            info.mode = 0o755
+        elif info.isreg():
+            info.mode = 0o644
+        counted["entries"] += 1
+        counted["size"] += info.size if info.isreg() else 0
+        return info
+
+    buffer = io.BytesIO()
+    try:
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            tar.add(str(context), arcname=dest.lstrip("/"), recursive=True, filter=normalise)
+    except OSError as exc:
+        raise DeployError(f"cannot pack the build context: {exc}", step="build") from exc
+    return buffer.getvalue(), counted["entries"] - 1, counted["size"]  # the folder itself is not an entry copied

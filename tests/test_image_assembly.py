@@ -1,0 +1,286 @@
+"""The task image without the builder: MCS's rendered recipe applied by a container commit, and what it refuses.
+
+``unit`` tests read recipes; ``docker`` tests build one context both ways (the daemon's classic builder and the
+assembly) and compare the two images: configuration, labels, and every file under ``/app`` with its owner, mode,
+size, content and link target. Every image and container a test makes carries ``mcs.test=1`` and is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+import pytest
+
+from deploy_mcp.docker.assemble import ASSEMBLE_CONTAINER_PREFIX, Assembly, assemble_image, plan_assembly
+from deploy_mcp.docker.base_image import ensure_base_image
+from deploy_mcp.docker.build import build_image, build_in_context
+from deploy_mcp.runtime import BuildSpec
+from mcs.core.errors import DeployError
+from mcs.core.settings import Settings
+from mcs.core.worker_image import DEPS_ARG, render_dockerfile, worker_command
+from tests.helpers import TEST_LABEL
+from tests.test_docker_runtime import Tracker
+
+BASE = Settings.model_fields["worker_base_image"].default
+RENDERED = render_dockerfile(Settings(_env_file=None), "asm_q", has_requirements=False)
+RENDERED_DEPS = render_dockerfile(Settings(_env_file=None), "asm_q", has_requirements=True)
+TAIL = (
+    "FROM {base}\nUSER root\nWORKDIR /app\nENV A=1\n" 'CMD ["celery"]\n'
+    "COPY --chown=0:0 . /app\n" 'RUN ["chmod", "-R", "u=rwX,go=rX", "/app"]\nUSER 10001:10001\n'
+)  # fmt: skip
+
+
+def recipe(**replace: str) -> str:
+    """The minimal recipe the assembly applies, with lines replaced (``{"old line": "new line"}`` via kwargs)."""
+    text = TAIL.format(base=BASE)
+    for old, new in replace.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+# --- unit: which recipes are applied without the builder ------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_the_rendered_recipes_are_assembled() -> None:
+    plain = plan_assembly(RENDERED, {})
+    assert plain == Assembly(
+        base=BASE,
+        dest="/app",
+        changes=(
+            "USER root",
+            "WORKDIR /app",
+            "ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1",
+            "CMD " + json.dumps(worker_command("asm_q")),
+            "USER 10001:10001",
+        ),
+    )
+    with_deps = plan_assembly(RENDERED_DEPS, {DEPS_ARG: "mcs-deps:0123abcd"})
+    assert with_deps is not None and with_deps.base == "mcs-deps:0123abcd" and with_deps.changes == plain.changes
+    # Without the build argument the recipe cannot say what it starts from.
+    assert plan_assembly(RENDERED_DEPS, {}) is None
+
+
+REFUSED = {
+    "another RUN": recipe(**{"USER 10001:10001\n": 'RUN ["true"]\nUSER 10001:10001\n'}),
+    "shell-form RUN of the chmod": recipe(
+        **{'RUN ["chmod", "-R", "u=rwX,go=rX", "/app"]': "RUN chmod -R u=rwX,go=rX /app"}
+    ),
+    "another chmod rule": recipe(**{"u=rwX,go=rX": "u=rwX,go=rwX"}),
+    "chmod of another folder": recipe(**{'"/app"]': '"/"]'}),
+    "chmod as the worker user": recipe(**{"USER root\n": "USER 10001:10001\n"}),
+    "no user before the chmod": recipe(**{"USER root\n": ""}),
+    "no chmod": recipe(**{'RUN ["chmod", "-R", "u=rwX,go=rX", "/app"]\n': ""}),
+    "COPY without --chown": recipe(**{"COPY --chown=0:0 . /app": "COPY . /app"}),
+    "COPY of a part of the context": recipe(**{"COPY --chown=0:0 . /app": "COPY --chown=0:0 src /app"}),
+    "COPY to a relative folder": recipe(**{"COPY --chown=0:0 . /app": "COPY --chown=0:0 . app"}),
+    "two COPY": recipe(**{"USER 10001:10001\n": "COPY --chown=0:0 . /app\nUSER 10001:10001\n"}),
+    "ADD": recipe(**{"COPY --chown=0:0 . /app": "ADD --chown=0:0 . /app"}),
+    "WORKDIR elsewhere": recipe(**{"WORKDIR /app": "WORKDIR /srv"}),
+    "a variable in ENV": recipe(**{"ENV A=1": "ENV A=$PATH"}),
+    "quotes in ENV": recipe(**{"ENV A=1": 'ENV A="1 2"'}),
+    "ENV in the old form": recipe(**{"ENV A=1": "ENV A 1"}),
+    "shell-form CMD": recipe(**{'CMD ["celery"]': "CMD celery worker"}),
+    "no CMD": recipe(**{'CMD ["celery"]\n': ""}),
+    "a continuation line": recipe(**{"ENV A=1": "ENV A=1 \\\n    B=2"}),
+    "a parser directive": "# escape=`\n" + recipe(),
+    "FROM AS a stage": recipe(**{f"FROM {BASE}": f"FROM {BASE} AS worker"}),
+    "a build argument not given": "ARG OTHER\nFROM ${OTHER}\n" + recipe().split("\n", 1)[1],
+    "a variable in FROM": recipe(**{f"FROM {BASE}": "FROM $UNDECLARED"}),
+    "no FROM": recipe().split("\n", 1)[1],
+    "VOLUME": recipe(**{"ENV A=1": "VOLUME /data"}),
+    "HEALTHCHECK": recipe(**{"ENV A=1": "HEALTHCHECK CMD true"}),
+    "ONBUILD": recipe(**{"ENV A=1": "ONBUILD RUN true"}),
+}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("text", REFUSED.values(), ids=REFUSED.keys())
+def test_anything_else_is_left_to_the_builder(text: str) -> None:
+    assert plan_assembly(text, {}) is None
+
+
+@pytest.mark.unit
+def test_the_minimal_recipe_and_comments_are_assembled() -> None:
+    assert plan_assembly("# a comment\n\n" + recipe(), {}) is not None
+    assert plan_assembly(recipe(**{"ENV A=1": "LABEL x.y=1 z=two"}), {}) is not None
+
+
+# --- docker: the same image both ways -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def base_ready(docker_client) -> str:
+    return ensure_base_image(Settings(_env_file=None), docker_client)
+
+
+@pytest.fixture
+def tracker(docker_client) -> Iterator[Tracker]:
+    made = Tracker(docker_client)
+    try:
+        yield made
+    finally:
+        made.cleanup()
+
+
+def make_context(root: Path, dockerfile: str) -> Path:
+    """A context with what a task folder may hold: modes that the recipe's chmod changes, a package, an empty
+    folder, a link."""
+    context = root / f"ctx-{uuid.uuid4().hex[:6]}"
+    (context / "pkg" / "sub").mkdir(parents=True)
+    (context / "empty").mkdir()
+    (context / "app_asm_q.py").write_text(f"# {uuid.uuid4()}\nx = 1\n")
+    (context / "private.py").write_text("secret_mode = 0o600\n")
+    os.chmod(context / "private.py", 0o600)
+    (context / "tool.sh").write_text("#!/bin/sh\necho hi\n")
+    os.chmod(context / "tool.sh", 0o700)
+    (context / "open.txt").write_text("everyone may write me\n")
+    os.chmod(context / "open.txt", 0o666)  # noqa: S103 - the chmod of the recipe must take it back
+    (context / "pkg" / "__init__.py").write_text("")
+    (context / "pkg" / "sub" / "data.json").write_text('{"a": 1}\n')
+    os.chmod(context / "pkg" / "sub", 0o700)
+    os.symlink("pkg/sub/data.json", context / "link.json")
+    (context / "Dockerfile").write_text(dockerfile)
+    return context
+
+
+def spec_for(context: Path, dockerfile: str) -> BuildSpec:
+    return BuildSpec("asm_task", "asm_q", uuid.uuid4().hex, context, dockerfile, [], {TEST_LABEL: "1"})
+
+
+def app_files(client: Any, tracker: Tracker, image: str) -> dict[str, tuple]:
+    """Every entry under /app: (type, uid, gid, mode, size, sha256 of the content, link target)."""
+    container = client.api.create_container(image, command=["true"], labels={TEST_LABEL: "1"})
+    tracker.containers.append(container["Id"])
+    stream, _ = client.api.get_archive(container["Id"], "/app")
+    out: dict[str, tuple] = {}
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream)), mode="r:") as tar:
+        for member in tar.getmembers():
+            data = tar.extractfile(member).read() if member.isreg() else b""  # type: ignore[union-attr]
+            mode = None if member.issym() else member.mode & 0o7777
+            digest = hashlib.sha256(data).hexdigest()
+            out[member.name] = (member.type, member.uid, member.gid, mode, member.size, digest, member.linkname)
+    return out
+
+
+def config_of(client: Any, image: str) -> dict[str, Any]:
+    config = client.api.inspect_image(image)["Config"]
+    return {key: config.get(key) for key in ("User", "WorkingDir", "Cmd", "Entrypoint", "Labels", "Volumes")} | {
+        "Env": sorted(config.get("Env") or [])
+    }
+
+
+@pytest.mark.docker
+def test_the_assembled_image_is_the_built_one(docker_client, base_ready: str, tracker: Tracker, tmp_path: Path) -> None:
+    context = make_context(tmp_path, RENDERED)
+    spec = spec_for(context, RENDERED)
+    built_tag, assembled_tag = f"mcs-asm-built:{spec.version[:12]}", f"mcs-asm-assembled:{spec.version[:12]}"
+    tracker.images += [assembled_tag, built_tag]
+    built_id, build_log = build_image(docker_client, context, built_tag, spec, None)
+    assert "Step " in build_log
+    plan = plan_assembly(RENDERED, {})
+    assert plan is not None
+    steps: list[str] = []
+    assembled = assemble_image(docker_client, context, assembled_tag, spec, plan, spec.labels, steps.append)
+    assert assembled is not None
+    assembled_id, log = assembled
+    assert assembled_id != built_id and log.startswith(f"assembled {assembled_tag} ")
+    assert any(s.startswith(f"assembled {assembled_tag}") for s in steps), steps
+
+    assert config_of(docker_client, assembled_tag) == config_of(docker_client, built_tag)
+    files = app_files(docker_client, tracker, assembled_tag)
+    assert files == app_files(docker_client, tracker, built_tag)
+    # What the recipe's chmod makes: root's files, nothing writable by the worker, the execute bit kept.
+    assert files["app/open.txt"][1:4] == (0, 0, 0o644) and files["app/private.py"][3] == 0o644
+    assert files["app/tool.sh"][3] == 0o755 and files["app/pkg/sub"][3] == 0o755 and files["app/empty"][3] == 0o755
+    assert files["app/link.json"][6] == "pkg/sub/data.json"
+    # One layer over the FROM image's, and no container left.
+    base_layers = docker_client.api.inspect_image(base_ready)["RootFS"]["Layers"]
+    layers = docker_client.api.inspect_image(assembled_tag)["RootFS"]["Layers"]
+    assert layers[: len(base_layers)] == base_layers and len(layers) == len(base_layers) + 1
+    assert docker_client.api.containers(all=True, filters={"name": ASSEMBLE_CONTAINER_PREFIX}) == []
+
+
+@pytest.mark.docker
+def test_a_deploy_build_of_the_rendered_recipe_is_assembled_and_a_custom_one_built(
+    docker_client, base_ready: str, tracker: Tracker, tmp_path: Path
+) -> None:
+    kwargs = {"base_image": BASE, "max_requirements": 10, "wheel_cache_dir": tmp_path / "w", "progress": None}
+    rendered = spec_for(make_context(tmp_path, RENDERED), RENDERED)
+    tag = f"mcs-asm_task:{rendered.version}"
+    tracker.images.append(tag)
+    _, log = build_in_context(docker_client, rendered, tag, [], **kwargs)
+    assert log.startswith(f"assembled {tag} ") and "Step " not in log
+    labels = docker_client.api.inspect_image(tag)["Config"]["Labels"]
+    assert labels["mcs.version"] == rendered.version and labels[TEST_LABEL] == "1" and labels["mcs.base"] == "1"
+    # A Dockerfile with a step of its own goes to the builder, as before.
+    custom = RENDERED.replace("USER 10001:10001", 'RUN ["true"]\nUSER 10001:10001')
+    other = spec_for(make_context(tmp_path, custom), custom)
+    other_tag = f"mcs-asm_task:{other.version}"
+    tracker.images.append(other_tag)
+    _, log = build_in_context(docker_client, other, other_tag, [], **kwargs)
+    assert "Step " in log and not log.startswith("assembled")
+
+
+@pytest.mark.docker
+def test_a_from_image_that_has_the_folder_goes_to_the_builder(
+    docker_client, base_ready: str, tracker: Tracker, tmp_path: Path
+) -> None:
+    """COPY into an existing folder merges with what is there: the assembly leaves that case to the builder."""
+    holder = docker_client.api.create_container(base_ready, command=["true"], labels={TEST_LABEL: "1"})
+    tracker.containers.append(holder["Id"])
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("app")
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(info)
+    docker_client.api.put_archive(holder["Id"], "/", buffer.getvalue())
+    with_app = f"mcs-asm-with-app:{uuid.uuid4().hex[:8]}"
+    docker_client.api.commit(holder["Id"], *with_app.split(":"), conf={"Labels": {TEST_LABEL: "1"}})
+    tracker.images.append(with_app)
+    dockerfile = recipe(**{f"FROM {BASE}": f"FROM {with_app}"})
+    spec = spec_for(make_context(tmp_path, dockerfile), dockerfile)
+    plan = plan_assembly(dockerfile, {})
+    assert plan is not None
+    tag = f"mcs-asm-x:{spec.version[:12]}"
+    tracker.images.append(tag)
+    assert assemble_image(docker_client, spec.folder, tag, spec, plan, spec.labels, None) is None
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(tag)
+    assert docker_client.api.containers(all=True, filters={"name": ASSEMBLE_CONTAINER_PREFIX}) == []
+
+
+@pytest.mark.docker
+def test_a_failed_assembly_leaves_no_container_and_no_image(
+    docker_client, base_ready: str, tracker: Tracker, tmp_path: Path
+) -> None:
+    spec = spec_for(make_context(tmp_path, RENDERED), RENDERED)
+    tag = f"mcs-asm-fail:{spec.version[:12]}"
+    tracker.images.append(tag)
+    bad = Assembly(base=BASE, dest="/app", changes=("USER root", "NOSUCHINSTRUCTION x"))
+    with pytest.raises(DeployError) as caught:
+        assemble_image(docker_client, spec.folder, tag, spec, bad, spec.labels, None)
+    assert caught.value.details["step"] == "build"
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(tag)
+    assert docker_client.api.containers(all=True, filters={"name": ASSEMBLE_CONTAINER_PREFIX}) == []
+
+    # A container an assembly left (its deploy worker died) is removed by the next assembly of the same version.
+    name = f"{ASSEMBLE_CONTAINER_PREFIX}{spec.task_name}-{spec.version[:12]}-dead00"
+    left = docker_client.api.create_container(base_ready, command=["true"], name=name, labels={TEST_LABEL: "1"})
+    tracker.containers.append(left["Id"])
+    plan = plan_assembly(RENDERED, {})
+    assert plan is not None
+    assert assemble_image(docker_client, spec.folder, tag, spec, plan, spec.labels, None) is not None
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.api.inspect_container(left["Id"])
