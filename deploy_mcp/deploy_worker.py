@@ -38,6 +38,9 @@ from Redis.registry import TaskRegistry
 
 log = logging.getLogger(__name__)
 
+#: How often the watchdog's thread removes what builds left and nothing uses (unused dependency images).
+TIDY_EVERY_S = 60.0
+
 
 @functools.cache
 def settings() -> Settings:
@@ -232,7 +235,14 @@ def _watch() -> None:
         sweep_unregistered(deployer())
     except Exception:
         log.warning("could not sweep what earlier deploys left", exc_info=True)
+    tidied = 0.0
     while not _alive_stop.wait(settings().watch_every_s):
+        if time.monotonic() - tidied >= TIDY_EVERY_S:
+            tidied = time.monotonic()
+            try:
+                deployer().runtime.tidy()
+            except Exception:
+                log.warning("could not tidy what builds left", exc_info=True)
         try:
             replaced = watch_workers(deployer())
         except Exception:

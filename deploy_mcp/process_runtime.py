@@ -105,6 +105,9 @@ class ProcessRuntime:
         if path.parent == self.root / "venvs":
             shutil.rmtree(path, ignore_errors=True)
 
+    def tidy(self) -> list[str]:
+        return []  # each version's environment is its own artefact: nothing is shared between them
+
     # -- workers: one process group each ----------------------------------------------------------------------
 
     def start(self, spec: RunSpec) -> WorkerHandle:

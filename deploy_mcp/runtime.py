@@ -160,6 +160,11 @@ class WorkerRuntime(Protocol):
         """Remove a built artefact (image or environment); no error when it is already gone."""
         ...
 
+    def tidy(self) -> list[str]:
+        """Remove what builds made that no artefact uses any more (the docker runtime's dependency images, some
+        time after their last use); returns what was removed. Housekeeping: it never raises for what it keeps."""
+        ...
+
     def workers(self, task_name: str | None = None) -> list[WorkerHandle]:
         """Workers this runtime is running for MCS (by label), optionally for one task."""
         ...

@@ -72,5 +72,8 @@ class FakeRuntime:
     def remove_artifact(self, artifact_ref: str) -> None:
         self.artifacts.pop(artifact_ref, None)
 
+    def tidy(self) -> list[str]:
+        return []
+
     def workers(self, task_name: str | None = None) -> list[WorkerHandle]:
         return [h for h in self.running.values() if task_name is None or h.task_name == task_name]

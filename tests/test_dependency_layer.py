@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import tarfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +34,7 @@ from deploy_mcp.docker.deps import (
     LABEL_DEPS_KEY,
     LABEL_DEPS_REQUIREMENTS,
     deps_key,
+    prune_deps_images,
 )
 from deploy_mcp.docker.runtime import TMPFS, WHEELHOUSES, DockerRuntime
 from deploy_mcp.docker.wheelhouse import ResolvedSet
@@ -240,6 +243,48 @@ def test_a_changed_cached_wheel_is_resolved_again_and_a_dead_install_is_cleared(
         docker_client.containers.get(dead)
     [deps] = docker_client.images.list(filters={"label": [f"{LABEL_DEPS}=1", f"{TEST_LABEL}=1"]})
     assert deps.labels[LABEL_DEPS_KEY] == key  # the same wheels again: the same dependency image
+
+
+@pytest.mark.docker
+def test_a_dependency_image_nothing_is_built_on_is_removed_after_it_was_kept_a_while(
+    docker_client, base_ready: str, made: Made, tmp_path: Path
+) -> None:
+    cache = tmp_path / "wheelhouses"
+    settings = make_settings(tmp_path, deps_keep_unused_s=900)
+    runtime = DockerRuntime(settings, client=docker_client, wheel_cache_dir=cache)
+    one = make_spec(settings, tmp_path, "dl_keep", "dl_keep_q", (REQUIREMENT,))
+    two = make_spec(settings, tmp_path, "dl_keep_two", "dl_keep_two_q", (REQUIREMENT,))
+    refs = [image_tag(spec.task_name, spec.version) for spec in (one, two)]
+    made.images += refs
+    for spec in (one, two):
+        runtime.build(spec)
+    [deps] = docker_client.images.list(filters={"label": [f"{LABEL_DEPS}=1", f"{TEST_LABEL}=1"]})
+    key = deps.labels[LABEL_DEPS_KEY]
+    ours = {TEST_LABEL: "1"}
+    later = time.time() + 901  # past the time it is kept
+
+    def prune(now: float) -> list[str]:
+        return prune_deps_images(docker_client, cache, settings.deps_keep_unused_s, now=now, labels=ours)
+
+    # In use (a task image is built on it): kept, however long ago it was last used.
+    assert prune(later) == []
+    runtime.remove_artifact(refs[0])
+    assert prune(later) == [] and docker_client.images.get(deps.id)
+    # Nothing built on it any more: the removal's own tidy saw it unused and kept it (used moments ago).
+    runtime.remove_artifact(refs[1])
+    assert docker_client.images.get(deps.id) and (cache / "deps" / f"{key}.unused").exists()
+    assert prune(time.time()) == []
+    # Unused for long, but a deploy used it again (and its image went again): kept for the time after that use.
+    unused = cache / "deps" / f"{key}.unused"
+    os.utime(unused, (time.time() - 2000, time.time() - 2000))
+    three = make_spec(settings, tmp_path, "dl_keep", "dl_keep_q", (REQUIREMENT,))
+    made.images.append(image_tag(three.task_name, three.version))
+    runtime.remove_artifact(runtime.build(three).ref)
+    assert prune(time.time() + 100) == [] and docker_client.images.get(deps.id)
+    assert prune(time.time() + 901) == [f"{DEPS_REPOSITORY}:{key}"]
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(deps.id)
+    assert not (cache / "deps" / f"{key}.unused").exists() and not (cache / "deps" / f"{key}.used").exists()
 
 
 # --- unit ----------------------------------------------------------------------------------------------------

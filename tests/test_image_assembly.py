@@ -20,7 +20,13 @@ from typing import Any
 import docker.errors
 import pytest
 
-from deploy_mcp.docker.assemble import ASSEMBLE_CONTAINER_PREFIX, Assembly, assemble_image, plan_assembly
+from deploy_mcp.docker.assemble import (
+    ASSEMBLE_CONTAINER_PREFIX,
+    Assembly,
+    assemble_image,
+    plan_assembly,
+    remove_stale_assemblies,
+)
 from deploy_mcp.docker.base_image import ensure_base_image
 from deploy_mcp.docker.build import build_image, build_in_context
 from deploy_mcp.runtime import BuildSpec
@@ -284,3 +290,9 @@ def test_a_failed_assembly_leaves_no_container_and_no_image(
     assert assemble_image(docker_client, spec.folder, tag, spec, plan, spec.labels, None) is not None
     with pytest.raises(docker.errors.NotFound):
         docker_client.api.inspect_container(left["Id"])
+    # One of another version is removed by the runtime's housekeeping once it is old.
+    name = f"{ASSEMBLE_CONTAINER_PREFIX}{spec.task_name}-{'0' * 12}-dead01"
+    left = docker_client.api.create_container(base_ready, command=["true"], name=name, labels={TEST_LABEL: "1"})
+    tracker.containers.append(left["Id"])
+    assert remove_stale_assemblies(docker_client) == []  # new: it may be an assembly under way
+    assert remove_stale_assemblies(docker_client, older_than_s=0) == [name]

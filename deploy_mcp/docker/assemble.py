@@ -27,6 +27,7 @@ import json
 import logging
 import re
 import tarfile
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,12 +40,14 @@ from deploy_mcp.docker.client import docker_errors, get_image
 from deploy_mcp.docker.containers import labels_of
 from deploy_mcp.docker.recipe import split_image_ref
 from deploy_mcp.runtime import LABEL_VERSION, BuildSpec, Progress, say
-from mcs.core.errors import DeployError
+from mcs.core.errors import DeployError, MCSError
 
 logger = logging.getLogger(__name__)
 
 #: The container an assembly commits is named ``mcs-assemble-<task>-<version12>-<random>``.
 ASSEMBLE_CONTAINER_PREFIX = "mcs-assemble-"
+#: An assembly container older than this was left by a deploy worker that died (see remove_stale_assemblies).
+STALE_ASSEMBLY_S = 600.0
 CHMOD_RULE = "u=rwX,go=rX"
 _CONFIG = frozenset({"USER", "WORKDIR", "ENV", "CMD", "LABEL"})
 _ROOT_USERS = frozenset({"root", "0", "0:0", "root:root", "root:0", "0:root"})
@@ -249,6 +252,26 @@ def _remove_leftovers(client: Any, name: str) -> None:
             logger.info("removing %s, left by an assembly that did not finish", names[0])
             with contextlib.suppress(docker.errors.NotFound):
                 client.api.remove_container(leftover["Id"], force=True)
+
+
+def remove_stale_assemblies(client: Any, older_than_s: float = STALE_ASSEMBLY_S) -> list[str]:
+    """Assembly containers older than ``older_than_s`` (an assembly takes a fraction of a second: their deploy
+    worker died), whatever their task; returns their names. Housekeeping: failures are logged."""
+    removed: list[str] = []
+    try:
+        with docker_errors("list assembly containers", step="prune"):
+            for leftover in client.api.containers(all=True, filters={"name": ASSEMBLE_CONTAINER_PREFIX}):
+                names = [n.lstrip("/") for n in leftover.get("Names") or []]
+                if not any(n.startswith(ASSEMBLE_CONTAINER_PREFIX) for n in names):
+                    continue
+                if time.time() - float(leftover.get("Created") or 0) < older_than_s:
+                    continue
+                with contextlib.suppress(docker.errors.NotFound):
+                    client.api.remove_container(leftover["Id"], force=True)
+                removed.append(names[0])
+    except MCSError as exc:
+        logger.warning("could not remove old assembly containers: %s", exc)
+    return removed
 
 
 def _archive(context: Path, dest: str) -> tuple[bytes, int, int]:

@@ -18,7 +18,8 @@ The image keeps the base image's user, working folder and command, and carries t
 ``mcs.deps=1``, ``mcs.deps.key``, ``mcs.deps.base`` (the base image id) and ``mcs.deps.requirements``. Task images
 built on it say ``mcs.deps=0`` (they inherit its other labels, which name the dependency image they are built
 on). Builds of the same key wait for each other (a lock in the wheelhouse cache), and an image that exists with
-its key is used as it is.
+its key is used as it is. :func:`prune_deps_images` removes the ones no image is built on any more, some time
+after their last use (``MCS_DEPS_KEEP_UNUSED_S``).
 """
 
 from __future__ import annotations
@@ -28,11 +29,14 @@ import hashlib
 import io
 import json
 import logging
+import re
 import tarfile
 import tempfile
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import docker.errors
@@ -42,7 +46,7 @@ from deploy_mcp.docker.containers import labels_of
 from deploy_mcp.docker.wheelhouse import ResolvedSet, cache_lock, pip_error_line
 from deploy_mcp.host_tools import tail
 from deploy_mcp.runtime import LABEL_MANAGED, Progress, say
-from mcs.core.errors import DeployError
+from mcs.core.errors import DeployError, MCSError
 from mcs.core.worker_image import DEPS_WHEELHOUSE, VENV_DIR, deps_install_argv
 
 logger = logging.getLogger(__name__)
@@ -129,18 +133,111 @@ def ensure_deps_image(
     :class:`~deploy_mcp.docker.wheelhouse.StaleWheel`); a failed install raises DeployError(step="dependencies",
     output_tail=...) and leaves no container and no image.
     """
-    found = find_deps_image(client, resolved)
-    if found is not None:
-        say(progress, f"dependencies: {found.ref} exists ({len(resolved.wheels)} wheels installed); reusing it", logger)
-        return found
     key = deps_key(resolved)
+    # Under the key's lock, as its removal is (prune_deps_images): an image found here is marked used before a
+    # prune can look at it again.
     with cache_lock(resolved.cache, f"deps-{key}"):
-        found = find_deps_image(client, resolved)  # made by a deploy that held the lock before this one
+        found = find_deps_image(client, resolved)
         if found is not None:
-            say(progress, f"dependencies: {found.ref} was just made by another deploy; reusing it", logger)
+            _mark(resolved.cache, key, USED)
+            say(progress, f"dependencies: {found.ref} exists ({len(resolved.wheels)} wheels installed); reusing it",
+                logger)  # fmt: skip
             return found
         say(progress, f"dependencies: installing {len(resolved.wheels)} wheels into {DEPS_REPOSITORY}:{key}", logger)
-        return _make(client, resolved, key, dict(extra_labels or {}), timeout_s)
+        made = _make(client, resolved, key, dict(extra_labels or {}), timeout_s)
+        _mark(resolved.cache, key, USED)
+        return made
+
+
+def prune_deps_images(
+    client: Any,
+    cache: Path,
+    keep_unused_s: float,
+    *,
+    now: float | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Remove the dependency images no image is built on any more; returns their references.
+
+    An image is in use while any other image carries its key (task images inherit ``mcs.deps.key``, and so does
+    an image a person built on it). One that is not is kept until ``keep_unused_s`` have passed both since a
+    deploy last used it and since a prune first saw it unused (a task undeployed and deployed again soon after
+    installs nothing); then it is removed under its key's lock, which a deploy holds while it picks the image.
+    ``labels`` narrow it to the dependency images that carry them too (a test's). Failures are logged, never
+    raised: pruning is housekeeping.
+    """
+    now = time.time() if now is None else now
+    removed: list[str] = []
+    try:
+        with docker_errors("list dependency images", step="prune"):
+            ours = {
+                "label": [f"{LABEL_MANAGED}=1", f"{LABEL_DEPS}=1", *(f"{k}={v}" for k, v in (labels or {}).items())]
+            }
+            deps = client.images.list(name=DEPS_REPOSITORY, filters=ours)
+            keyed = client.images.list(filters={"label": [LABEL_DEPS_KEY]})
+        for image in deps:
+            key = labels_of(image.attrs).get(LABEL_DEPS_KEY, "")
+            ref = f"{DEPS_REPOSITORY}:{key}"
+            if not _KEY.fullmatch(key) or ref not in image.tags:
+                continue  # not one this module made (it tags each by its key)
+            if any(other.id != image.id and labels_of(other.attrs).get(LABEL_DEPS_KEY) == key for other in keyed):
+                _unmark(cache, key, UNUSED)
+                continue
+            with cache_lock(cache, f"deps-{key}"):
+                unused_since = _mark(cache, key, UNUSED, only_if_missing=True)
+                last = max(unused_since, _marked(cache, key, USED))
+                if now - last < keep_unused_s:
+                    continue
+                with docker_errors("remove a dependency image", step="prune", image=ref):
+                    try:
+                        client.images.remove(ref, force=False, noprune=False)
+                    except docker.errors.ImageNotFound:
+                        pass
+                    except docker.errors.APIError as exc:  # an image built on it meanwhile, a container of it
+                        logger.info("kept %s: %s", ref, exc.explanation or exc)
+                        continue
+                _unmark(cache, key, UNUSED)
+                _unmark(cache, key, USED)
+            logger.info("removed %s: no image is built on it and it was not used for %.0f s", ref, now - last)
+            removed.append(ref)
+    except MCSError as exc:
+        logger.warning("could not prune dependency images: %s", exc)
+    return removed
+
+
+USED, UNUSED = "used", "unused"
+_KEY = re.compile(r"[0-9a-f]{32}")
+
+
+def _stamp(cache: Path, key: str, what: str) -> Path:
+    return cache / "deps" / f"{key}.{what}"
+
+
+def _mark(cache: Path, key: str, what: str, *, only_if_missing: bool = False) -> float:
+    """Record ``what`` for ``key`` now (or keep the earlier record); returns the time recorded."""
+    path = _stamp(cache, key, what)
+    try:
+        if only_if_missing and path.exists():
+            return path.stat().st_mtime
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.touch()
+        return path.stat().st_mtime
+    except OSError as exc:
+        logger.warning("could not record that %s was %s: %s", key, what, exc)
+        return time.time()
+
+
+def _marked(cache: Path, key: str, what: str) -> float:
+    """When ``what`` was recorded for ``key``, or 0."""
+    try:
+        return _stamp(cache, key, what).stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _unmark(cache: Path, key: str, what: str) -> None:
+    with contextlib.suppress(OSError):
+        _stamp(cache, key, what).unlink()
 
 
 def _make(client: Any, resolved: ResolvedSet, key: str, extra_labels: dict[str, str], timeout_s: float) -> DepsImage:

@@ -29,6 +29,7 @@ from typing import Any
 import docker.errors
 from docker.types import LogConfig, Mount
 
+from deploy_mcp.docker.assemble import remove_stale_assemblies
 from deploy_mcp.docker.base_image import ensure_base_image
 from deploy_mcp.docker.build import build_in_context
 from deploy_mcp.docker.client import docker_errors, get_container, get_image, make_client
@@ -43,6 +44,7 @@ from deploy_mcp.docker.containers import (
     state_from_attrs,
     validate_run_spec,
 )
+from deploy_mcp.docker.deps import prune_deps_images
 from deploy_mcp.docker.redaction import redact, secret_values
 from deploy_mcp.docker.wheelhouse import requirement_lines
 from deploy_mcp.runtime import (
@@ -313,6 +315,13 @@ class DockerRuntime:
             except docker.errors.ImageNotFound:
                 return
         logger.info("removed image %s", artifact_ref)
+        self.tidy()
+
+    def tidy(self) -> list[str]:
+        """The dependency images no image is built on any more, once unused for ``MCS_DEPS_KEEP_UNUSED_S``, and
+        image assembly containers a deploy worker that died left."""
+        removed = prune_deps_images(self.client, self.wheel_cache_dir, self.settings.deps_keep_unused_s)
+        return removed + remove_stale_assemblies(self.client)
 
     def workers(self, task_name: str | None = None) -> list[WorkerHandle]:
         filters = [f"{LABEL_MANAGED}=1"]

@@ -197,6 +197,9 @@ class SwarmRuntime:
         self.docker.remove_artifact(local_tag)
         logger.info("removed image %s (the registry keeps its copy)", artifact_ref)
 
+    def tidy(self) -> list[str]:
+        return self.docker.tidy()  # the images are built by the docker runtime, on this node
+
     # --- groups ----------------------------------------------------------------------------------------------
 
     def _within_cpus(self, spec: RunSpec) -> RunSpec:

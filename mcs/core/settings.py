@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     generated_max_file_bytes: int = Field(256 * 1024, gt=0, description="bytes of one additional file")
     allow_custom_dockerfile: bool = False
     keep_versions: int = Field(2, ge=1)
+    deps_keep_unused_s: float = Field(
+        900.0, ge=0, description="seconds a dependency image no task image is built on is kept before it is removed"
+    )
     health_timeout_s: float = Field(60.0, gt=0)
     deploy_lock_ttl_s: int = Field(900, gt=0)
     deploy_concurrency: int = Field(4, ge=1, le=64, description="deploys the deploy worker runs at once")
