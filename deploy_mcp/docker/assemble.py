@@ -184,13 +184,13 @@ def assemble_image(
     image_id: str | None = None
     try:
         with docker_errors("image assembly", step="build", image=tag):
-            _remove_leftovers(client, name)
             created = client.api.create_container(
                 base["Id"],
                 command=["/nonexistent-never-started"],  # a FROM image may have no command; this one never runs
                 name=f"{name}{uuid.uuid4().hex[:6]}",
                 network_disabled=True,
                 host_config=client.api.create_host_config(network_mode="none"),
+                labels=dict(spec.extra_labels),  # MCS_WORKER_LABELS (and a test's label): found as theirs
             )
             container_id = created["Id"]
             try:
@@ -244,23 +244,18 @@ def assemble_image(
     return image_id, "\n".join(log)
 
 
-def _remove_leftovers(client: Any, name: str) -> None:
-    """Assembly containers of this task and version that a deploy worker which died mid-assembly left."""
-    for leftover in client.api.containers(all=True, filters={"name": name}):
-        names = [n.lstrip("/") for n in leftover.get("Names") or []]
-        if any(n.startswith(name) for n in names):
-            logger.info("removing %s, left by an assembly that did not finish", names[0])
-            with contextlib.suppress(docker.errors.NotFound):
-                client.api.remove_container(leftover["Id"], force=True)
-
-
-def remove_stale_assemblies(client: Any, older_than_s: float = STALE_ASSEMBLY_S) -> list[str]:
-    """Assembly containers older than ``older_than_s`` (an assembly takes a fraction of a second: their deploy
-    worker died), whatever their task; returns their names. Housekeeping: failures are logged."""
+def remove_stale_assemblies(
+    client: Any, older_than_s: float = STALE_ASSEMBLY_S, labels: Mapping[str, str] | None = None
+) -> list[str]:
+    """Assembly containers older than ``older_than_s``, whatever their task: an assembly takes a fraction of a
+    second, so their deploy worker died during one (each has a name of its own: a leftover is in nobody's way).
+    ``labels`` narrow it to the ones that carry them (a test's). Returns their names. Housekeeping: failures are
+    logged."""
     removed: list[str] = []
     try:
         with docker_errors("list assembly containers", step="prune"):
-            for leftover in client.api.containers(all=True, filters={"name": ASSEMBLE_CONTAINER_PREFIX}):
+            wanted = {"name": ASSEMBLE_CONTAINER_PREFIX, "label": [f"{k}={v}" for k, v in (labels or {}).items()]}
+            for leftover in client.api.containers(all=True, filters=wanted):
                 names = [n.lstrip("/") for n in leftover.get("Names") or []]
                 if not any(n.startswith(ASSEMBLE_CONTAINER_PREFIX) for n in names):
                     continue
