@@ -18,7 +18,7 @@ import redis
 
 from mcs.core.settings import Settings
 from Redis.server import LocalRedisServer
-from tests.helpers import REQUIRE_DOCKER, TEST_LABEL, make_settings
+from tests.helpers import REQUIRE_DOCKER, TEST_LABEL, Tracker, make_settings
 
 
 @pytest.fixture(autouse=True)
@@ -73,6 +73,24 @@ def docker_client():
     yield client
     _remove_labelled(client)
     client.close()
+
+
+@pytest.fixture(scope="session")
+def base_ready(docker_client) -> str:
+    """The worker base image, built once when missing (about a minute); its reference."""
+    from deploy_mcp.docker.base_image import ensure_base_image
+
+    return ensure_base_image(Settings(_env_file=None), docker_client)
+
+
+@pytest.fixture
+def tracker(docker_client) -> Iterator[Tracker]:
+    """Containers and images a test made (append their ids or references), removed whatever happened."""
+    made = Tracker(docker_client)
+    try:
+        yield made
+    finally:
+        made.cleanup()
 
 
 def _remove_labelled(client) -> None:

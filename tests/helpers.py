@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -37,3 +38,22 @@ def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, every_s:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what} (last: {value!r})")
         time.sleep(every_s)
+
+
+class Tracker:
+    """Removes every container and image a test made, whatever happened."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.containers: list[str] = []
+        self.images: list[str] = []
+
+    def cleanup(self) -> None:
+        import docker.errors
+
+        for ref in self.containers:
+            with contextlib.suppress(docker.errors.NotFound):
+                self.client.containers.get(ref).remove(force=True)
+        for ref in self.images:
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                self.client.images.remove(ref, force=True)

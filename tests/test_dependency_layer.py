@@ -24,7 +24,6 @@ import pytest
 
 from deploy_mcp.docker import deps as deps_module
 from deploy_mcp.docker import wheelhouse
-from deploy_mcp.docker.base_image import ensure_base_image
 from deploy_mcp.docker.build import _plain_labels
 from deploy_mcp.docker.containers import image_tag
 from deploy_mcp.docker.deps import (
@@ -41,8 +40,7 @@ from deploy_mcp.docker.wheelhouse import ResolvedSet
 from deploy_mcp.runtime import LABEL_MANAGED, LABEL_VERSION, BuildSpec
 from mcs.core.settings import Settings
 from mcs.core.worker_image import DEPS_WHEELHOUSE, render_dockerfile, uses_deps_image
-from tests.helpers import TEST_LABEL, make_settings
-from tests.test_docker_runtime import Tracker
+from tests.helpers import TEST_LABEL, Tracker, make_settings
 
 REQUIREMENT = "six==1.16.0"  # differs from the base image's six 1.17.0: the import proves the install
 APP = """\
@@ -68,11 +66,6 @@ class Made(Tracker):
         for image in self.client.images.list(filters={"label": [f"{LABEL_DEPS}=1", f"{TEST_LABEL}=1"]}):
             with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
                 self.client.images.remove(image.id, force=True)
-
-
-@pytest.fixture(scope="module")
-def base_ready(docker_client) -> str:
-    return ensure_base_image(Settings(_env_file=None), docker_client)
 
 
 @pytest.fixture

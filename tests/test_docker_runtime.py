@@ -7,7 +7,6 @@ Timings are logged (``-o log_cli=true --log-cli-level=INFO`` shows them).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -23,7 +22,6 @@ from typing import Any
 import docker.errors
 import pytest
 
-from deploy_mcp.docker.base_image import ensure_base_image
 from deploy_mcp.docker.containers import (
     EXITED,
     LABEL_ARTIFACT,
@@ -53,7 +51,7 @@ from mcs.core.errors import DeployError, InvalidInput, ServiceUnavailable
 from mcs.core.settings import Settings
 from mcs.core.worker_image import worker_command
 from Redis.server import LocalRedisServer
-from tests.helpers import TEST_LABEL, make_settings
+from tests.helpers import TEST_LABEL, Tracker, make_settings
 
 logger = logging.getLogger(__name__)
 
@@ -248,43 +246,9 @@ def wait_for_ping(settings: Settings, runtime: DockerRuntime, handle: WorkerHand
         app.close()
 
 
-class Tracker:
-    """Removes every container and image a test made, whatever happened."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.containers: list[str] = []
-        self.images: list[str] = []
-
-    def cleanup(self) -> None:
-        for ref in self.containers:
-            with contextlib.suppress(docker.errors.NotFound):
-                self.client.containers.get(ref).remove(force=True)
-        for ref in self.images:
-            with contextlib.suppress(docker.errors.ImageNotFound):
-                self.client.images.remove(ref, force=True)
-
-
-@pytest.fixture(scope="module")
-def base_ready(docker_client) -> str:
-    started = time.monotonic()
-    ref = ensure_base_image(Settings(_env_file=None), docker_client)
-    logger.info("ensure_base_image: %.2f s", time.monotonic() - started)
-    return ref
-
-
 @pytest.fixture(scope="module")
 def wheel_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("wheel-cache")
-
-
-@pytest.fixture
-def tracker(docker_client) -> Iterator[Tracker]:
-    t = Tracker(docker_client)
-    try:
-        yield t
-    finally:
-        t.cleanup()
 
 
 @pytest.fixture

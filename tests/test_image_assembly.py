@@ -13,7 +13,6 @@ import json
 import os
 import tarfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +26,12 @@ from deploy_mcp.docker.assemble import (
     plan_assembly,
     remove_stale_assemblies,
 )
-from deploy_mcp.docker.base_image import ensure_base_image
 from deploy_mcp.docker.build import build_image, build_in_context
 from deploy_mcp.runtime import BuildSpec
 from mcs.core.errors import DeployError
 from mcs.core.settings import Settings
 from mcs.core.worker_image import DEPS_ARG, render_dockerfile, worker_command
-from tests.helpers import TEST_LABEL
-from tests.test_docker_runtime import Tracker
+from tests.helpers import TEST_LABEL, Tracker
 
 BASE = Settings.model_fields["worker_base_image"].default
 RENDERED = render_dockerfile(Settings(_env_file=None), "asm_q", has_requirements=False)
@@ -123,20 +120,6 @@ def test_the_minimal_recipe_and_comments_are_assembled() -> None:
 
 
 # --- docker: the same image both ways -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def base_ready(docker_client) -> str:
-    return ensure_base_image(Settings(_env_file=None), docker_client)
-
-
-@pytest.fixture
-def tracker(docker_client) -> Iterator[Tracker]:
-    made = Tracker(docker_client)
-    try:
-        yield made
-    finally:
-        made.cleanup()
 
 
 def make_context(root: Path, dockerfile: str) -> Path:

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from deploy_mcp.docker import wheelhouse
-from deploy_mcp.docker.base_image import ensure_base_image
 from deploy_mcp.docker.wheelhouse import prepare_wheelhouse, requirement_lines, resolve_wheelhouse
 from mcs.core.errors import DeployError, InvalidInput
 from mcs.core.settings import Settings
@@ -23,11 +22,6 @@ from tests.helpers import TEST_LABEL
 logger = logging.getLogger(__name__)
 
 BASE_IMAGE = Settings.model_fields["worker_base_image"].default
-
-
-@pytest.fixture(scope="module")
-def base_ready(docker_client) -> str:
-    return ensure_base_image(Settings(_env_file=None), docker_client)
 
 
 # --- docker --------------------------------------------------------------------------------------------------
