@@ -23,10 +23,11 @@ Probe = Callable[..., list[str] | None]
 #: How long each probe waits for the answer: short at first (a request sent before the new worker listens is lost,
 #: and waits for nothing but its timeout: a worker is ready about 0.35 s after its container was created, and the
 #: probe that went out just before costs the deploy what is left of its timeout; 0.1 s and 1.2 x gave a health step
-#: of about 0.39 s, 0.05 s and 1.1 x about 0.30 s), longer the more often it went unanswered (a slow worker's
-#: answer must fit in), at most PROBE_TIMEOUT_MAX_S, reached after 25 probes (about 5 s).
+#: of about 0.39 s, 0.05 s about 0.30 s), longer the more often it went unanswered (an answer to an earlier probe is
+#: not counted, so a slow worker's answer must fit in one: 0.2 s is reached after 7 probes, 0.5 s after 11), at
+#: most PROBE_TIMEOUT_MAX_S.
 PROBE_TIMEOUT_FIRST_S = 0.05
-PROBE_TIMEOUT_GROWTH = 1.1
+PROBE_TIMEOUT_GROWTH = 1.25
 PROBE_TIMEOUT_MAX_S = 0.5
 #: The probe's own connection blocks on Redis for this long at most (kombu's BRPOP timeout, 1 s by default).
 PROBE_POLL_S = 0.05

@@ -104,6 +104,10 @@ REFUSED = {
     "VOLUME": recipe(**{"ENV A=1": "VOLUME /data"}),
     "HEALTHCHECK": recipe(**{"ENV A=1": "HEALTHCHECK CMD true"}),
     "ONBUILD": recipe(**{"ENV A=1": "ONBUILD RUN true"}),
+    "a destination with ..": recipe(**{" . /app": " . /srv/../app"}),
+    "a carriage return inside a comment": recipe(**{"USER root\n": "USER root\n# note\rUSER 0\n"}),
+    "a form feed": recipe(**{"ENV A=1": "ENV A=1\x0c"}),
+    "non-ASCII": recipe(**{"ENV A=1": "ENV A=\u00e9"}),
 }
 
 
@@ -140,6 +144,10 @@ def make_context(root: Path, dockerfile: str) -> Path:
     os.chmod(context / "pkg" / "sub", 0o700)
     os.symlink("pkg/sub/data.json", context / "link.json")
     (context / "Dockerfile").write_text(dockerfile)
+    os.chmod(context / "pkg", 0o2750)  # noqa: S103 - a set-group-ID folder: chmod keeps the bit, so must we
+    if os.geteuid() == 0:  # files of another owner: the recipe's --chown=0:0 must make them root's
+        for path in [context, *context.rglob("*")]:
+            os.lchown(path, 1000, 1000)
     return context
 
 
@@ -162,11 +170,16 @@ def app_files(client: Any, tracker: Tracker, image: str) -> dict[str, tuple]:
     return out
 
 
+def left_behind(client: Any) -> list[dict[str, Any]]:
+    """This test session's assembly containers (they carry the spec's labels, the test label among them)."""
+    return client.api.containers(all=True, filters={"name": ASSEMBLE_CONTAINER_PREFIX, "label": [f"{TEST_LABEL}=1"]})
+
+
 def config_of(client: Any, image: str) -> dict[str, Any]:
     config = client.api.inspect_image(image)["Config"]
-    return {key: config.get(key) for key in ("User", "WorkingDir", "Cmd", "Entrypoint", "Labels", "Volumes")} | {
-        "Env": sorted(config.get("Env") or [])
-    }
+    keys = ("User", "WorkingDir", "Cmd", "Entrypoint", "Labels", "Volumes", "ExposedPorts", "StopSignal",
+            "Healthcheck", "OnBuild", "Shell")  # fmt: skip
+    return {key: config.get(key) for key in keys} | {"Env": sorted(config.get("Env") or [])}
 
 
 @pytest.mark.docker
@@ -192,12 +205,14 @@ def test_the_assembled_image_is_the_built_one(docker_client, base_ready: str, tr
     # What the recipe's chmod makes: root's files, nothing writable by the worker, the execute bit kept.
     assert files["app/open.txt"][1:4] == (0, 0, 0o644) and files["app/private.py"][3] == 0o644
     assert files["app/tool.sh"][3] == 0o755 and files["app/pkg/sub"][3] == 0o755 and files["app/empty"][3] == 0o755
+    assert files["app/pkg"][3] == 0o2755
+    assert {(entry[1], entry[2]) for entry in files.values()} == {(0, 0)}
     assert files["app/link.json"][6] == "pkg/sub/data.json"
     # One layer over the FROM image's, and no container left.
     base_layers = docker_client.api.inspect_image(base_ready)["RootFS"]["Layers"]
     layers = docker_client.api.inspect_image(assembled_tag)["RootFS"]["Layers"]
     assert layers[: len(base_layers)] == base_layers and len(layers) == len(base_layers) + 1
-    assert docker_client.api.containers(all=True, filters={"name": ASSEMBLE_CONTAINER_PREFIX}) == []
+    assert left_behind(docker_client) == []
 
 
 @pytest.mark.docker
@@ -219,25 +234,42 @@ def test_a_deploy_build_of_the_rendered_recipe_is_assembled_and_a_custom_one_bui
     tracker.images.append(other_tag)
     _, log = build_in_context(docker_client, other, other_tag, [], **kwargs)
     assert "Step " in log and not log.startswith("assembled")
+    # A recipe's LABEL of a key the deploy worker sets: the builder, whose labels come last, so that the worker's
+    # win (an assembly would let the recipe's win).
+    claims = RENDERED.replace("USER 10001:10001", "LABEL mcs.task=someone_else mcs.managed=1\nUSER 10001:10001")
+    claiming = spec_for(make_context(tmp_path, claims), claims)
+    claiming_tag = f"mcs-asm_task:{claiming.version}"
+    tracker.images.append(claiming_tag)
+    _, log = build_in_context(docker_client, claiming, claiming_tag, [], **kwargs)
+    assert "Step " in log and not log.startswith("assembled")
+    assert docker_client.api.inspect_image(claiming_tag)["Config"]["Labels"]["mcs.task"] == "asm_task"
+
+
+FROM_IMAGES = {
+    "that has the folder (the copy would merge into it)": ({}, True),
+    "with a VOLUME (a container of it gets a volume the commit leaves out)": ({"changes": ["VOLUME /data"]}, False),
+    "with ONBUILD triggers (the builder runs them)": ({"changes": ["ONBUILD RUN true"]}, False),
+}
 
 
 @pytest.mark.docker
-def test_a_from_image_that_has_the_folder_goes_to_the_builder(
-    docker_client, base_ready: str, tracker: Tracker, tmp_path: Path
+@pytest.mark.parametrize(("commit", "with_app"), FROM_IMAGES.values(), ids=FROM_IMAGES.keys())
+def test_from_images_the_assembly_leaves_to_the_builder(
+    docker_client, base_ready: str, tracker: Tracker, tmp_path: Path, commit: dict[str, Any], with_app: bool
 ) -> None:
-    """COPY into an existing folder merges with what is there: the assembly leaves that case to the builder."""
     holder = docker_client.api.create_container(base_ready, command=["true"], labels={TEST_LABEL: "1"})
     tracker.containers.append(holder["Id"])
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        info = tarfile.TarInfo("app")
-        info.type, info.mode = tarfile.DIRTYPE, 0o755
-        tar.addfile(info)
-    docker_client.api.put_archive(holder["Id"], "/", buffer.getvalue())
-    with_app = f"mcs-asm-with-app:{uuid.uuid4().hex[:8]}"
-    docker_client.api.commit(holder["Id"], *with_app.split(":"), conf={"Labels": {TEST_LABEL: "1"}})
-    tracker.images.append(with_app)
-    dockerfile = recipe(**{f"FROM {BASE}": f"FROM {with_app}"})
+    if with_app:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            info = tarfile.TarInfo("app")
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        docker_client.api.put_archive(holder["Id"], "/", buffer.getvalue())
+    from_ref = f"mcs-asm-from:{uuid.uuid4().hex[:8]}"
+    docker_client.api.commit(holder["Id"], *from_ref.split(":"), conf={"Labels": {TEST_LABEL: "1"}}, **commit)
+    tracker.images.append(from_ref)
+    dockerfile = recipe(**{f"FROM {BASE}": f"FROM {from_ref}"})
     spec = spec_for(make_context(tmp_path, dockerfile), dockerfile)
     plan = plan_assembly(dockerfile, {})
     assert plan is not None
@@ -246,7 +278,8 @@ def test_a_from_image_that_has_the_folder_goes_to_the_builder(
     assert assemble_image(docker_client, spec.folder, tag, spec, plan, spec.labels, None) is None
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get(tag)
-    assert docker_client.api.containers(all=True, filters={"name": ASSEMBLE_CONTAINER_PREFIX}) == []
+    assert left_behind(docker_client) == []
+    assert not docker_client.api.volumes(filters={"dangling": True}).get("Volumes")
 
 
 @pytest.mark.docker
@@ -262,14 +295,21 @@ def test_a_failed_assembly_leaves_no_container_and_no_image(
     assert caught.value.details["step"] == "build"
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get(tag)
-    assert docker_client.api.containers(all=True, filters={"name": ASSEMBLE_CONTAINER_PREFIX}) == []
+    assert left_behind(docker_client) == []
+
+    # A pipe in the context is not a file the recipe could copy: refused, and nothing left.
+    fifo_context = make_context(tmp_path, RENDERED)
+    os.mkfifo(fifo_context / "pipe")
+    plan = plan_assembly(RENDERED, {})
+    assert plan is not None
+    with pytest.raises(DeployError, match="not a file, folder or link"):
+        assemble_image(docker_client, fifo_context, tag, spec, plan, spec.labels, None)
+    assert left_behind(docker_client) == []
 
     # A container an assembly left (its deploy worker died) is removed by the runtime's housekeeping once it is old.
     name = f"{ASSEMBLE_CONTAINER_PREFIX}{spec.task_name}-{spec.version[:12]}-dead00"
     left = docker_client.api.create_container(base_ready, command=["true"], name=name, labels={TEST_LABEL: "1"})
     tracker.containers.append(left["Id"])
-    plan = plan_assembly(RENDERED, {})
-    assert plan is not None
     assert assemble_image(docker_client, spec.folder, tag, spec, plan, spec.labels, None) is not None  # not in its way
     ours = {TEST_LABEL: "1"}
     assert remove_stale_assemblies(docker_client, labels=ours) == []  # new: it may be an assembly under way

@@ -22,11 +22,12 @@ does not copy to), and the image is then built by the daemon as before (:func:`d
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
+import posixpath
 import re
 import tarfile
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping
@@ -55,6 +56,7 @@ _DIRECTIVE = re.compile(r"#\s*[A-Za-z]+\s*=")  # "# syntax=...", "# escape=..." 
 _PAIR = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*=[^\s\"'$\\`]*")
 _PATH = re.compile(r"/[A-Za-z0-9._/-]*")
 _WORD = re.compile(r"[A-Za-z0-9._:-]+")
+_PRINTABLE = re.compile(r"[\x20-\x7e\t]*")
 _ARG_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -76,10 +78,12 @@ def plan_assembly(dockerfile: str, buildargs: Mapping[str, str]) -> Assembly | N
     user: str | None = None  # unknown until the recipe sets it (the FROM image's user is not read here)
     workdirs: list[str] = []
     changes: list[str] = []
-    for raw in dockerfile.splitlines():
-        line = raw.strip()
+    for raw in dockerfile.split("\n"):  # Docker ends a line at \n only (str.splitlines also breaks on \r, \x0c, ...)
+        line = raw.strip(" \t\r")
         if not line:
             continue
+        if not _PRINTABLE.fullmatch(line):
+            return None  # a control or non-ASCII character: read the same way by both, or not assembled
         if line.startswith("#"):
             if base is None and _DIRECTIVE.match(line):
                 return None
@@ -113,6 +117,8 @@ def plan_assembly(dockerfile: str, buildargs: Mapping[str, str]) -> Assembly | N
             if len(parts) != 3 or parts[0] != "--chown=0:0" or parts[1] != "." or not _PATH.fullmatch(parts[2]):
                 return None
             dest = parts[2].rstrip("/") or "/"
+            if posixpath.normpath(dest) != dest:
+                return None  # /x/../app: the builder's chmod of it fails where /x does not exist
         elif word == "RUN" and dest is not None and not chmod_done and user in _ROOT_USERS:
             try:
                 argv = json.loads(rest)
@@ -172,12 +178,35 @@ def assemble_image(
 
     A failure raises DeployError(step="build") and leaves neither the container nor an image.
     """
-    archive, files, size = _archive(context, plan.dest)
+    recipe_labels = {pair.split("=", 1)[0] for change in plan.changes if change.startswith("LABEL ")
+                     for pair in change.split()[1:]}  # fmt: skip
+    if recipe_labels & set(labels):
+        return None  # the builder sets the deploy worker's labels after the recipe's; here the recipe's would win
     with docker_errors("inspect the FROM image", step="build", image=plan.base):
         base = client.api.inspect_image(plan.base)
     config = dict(base.get("Config") or {})
-    if config.get("OnBuild"):
-        return None  # the builder would run the FROM image's ONBUILD triggers
+    if config.get("OnBuild") or config.get("Volumes"):
+        # The builder would run the FROM image's ONBUILD triggers; a container of an image with volumes gets
+        # volumes of its own, which a commit leaves out.
+        return None
+    with tempfile.TemporaryFile() as archive:
+        files, size = _archive(context, plan.dest, archive)
+        return _commit(client, archive, tag, spec, plan, labels, base, progress, files, size)
+
+
+def _commit(
+    client: Any,
+    archive: Any,
+    tag: str,
+    spec: BuildSpec,
+    plan: Assembly,
+    labels: Mapping[str, str],
+    base: dict[str, Any],
+    progress: Progress | None,
+    files: int,
+    size: int,
+) -> tuple[str, str] | None:
+    config = dict(base.get("Config") or {})
     repository, version_tag = split_image_ref(tag)
     name = f"{ASSEMBLE_CONTAINER_PREFIX}{spec.task_name}-{spec.version[:12]}-"
     container_id: str | None = None
@@ -193,11 +222,9 @@ def assemble_image(
                 labels=dict(spec.extra_labels),  # MCS_WORKER_LABELS (and a test's label): found as theirs
             )
             container_id = created["Id"]
-            try:
-                client.api.get_archive(container_id, plan.dest)[0].close()
+            if _exists(client, container_id, plan.dest):
                 return None  # the folder exists in the FROM image
-            except docker.errors.NotFound:
-                pass
+            archive.seek(0)
             client.api.put_archive(container_id, "/", archive)
             committed = client.api.commit(
                 container_id,
@@ -211,9 +238,10 @@ def assemble_image(
             )
             image_id = str(committed["Id"])
             found = get_image(client, tag)
-            if found is None or labels_of(found.attrs).get(LABEL_VERSION) != spec.version:
+            if found is None or any(labels_of(found.attrs).get(k) != v for k, v in labels.items()):
                 raise DeployError(
-                    f"the assembly of {tag} finished but the image is not there with {LABEL_VERSION}={spec.version}",
+                    f"the assembly of {tag} finished but the image is not there with its labels "
+                    f"({LABEL_VERSION}={spec.version}, ...)",
                     step="build",
                     image=tag,
                 )
@@ -231,11 +259,11 @@ def assemble_image(
     finally:
         if container_id is not None:
             with contextlib.suppress(docker.errors.DockerException):
-                client.api.remove_container(container_id, force=True)
+                client.api.remove_container(container_id, force=True, v=True)
     log = [
         f"assembled {tag} from its Dockerfile without the builder (each instruction applied by MCS):",
         f"FROM {plan.base} ({base['Id'][:19]})",
-        f"COPY --chown=0:0 . {plan.dest}: {files} entries, {size} bytes, modes {CHMOD_RULE} (0755 / 0644)",
+        f"COPY --chown=0:0 . {plan.dest}: {files} entries, {size} bytes, modes as chmod -R {CHMOD_RULE} sets them",
         *(f"{change}" for change in plan.changes),
         f"LABEL {len(labels)} labels",
         f"committed {image_id[:19]}",
@@ -269,26 +297,41 @@ def remove_stale_assemblies(
     return removed
 
 
-def _archive(context: Path, dest: str) -> tuple[bytes, int, int]:
-    """``context`` as a tar rooted at ``dest``: entries owned by root, modes as ``chmod -R u=rwX,go=rX`` sets
-    them, symbolic links kept as links (as COPY keeps them). Returns (archive, entries, bytes of file content)."""
+def _exists(client: Any, container_id: str, path: str) -> bool:
+    """Whether ``path`` exists in the container (a HEAD of its archive: the folder is not streamed)."""
+    response = client.api.head(client.api._url("/containers/{0}/archive", container_id), params={"path": path})
+    try:
+        if response.status_code == 404:
+            return False
+        client.api._raise_for_status(response)
+        return True
+    finally:
+        response.close()
+
+
+def _archive(context: Path, dest: str, out: Any) -> tuple[int, int]:
+    """``context`` as a tar rooted at ``dest``, written to ``out``: entries owned by root, modes as ``chmod -R
+    u=rwX,go=rX`` sets them (folders and files with an execute bit 0755, other files 0644; a folder keeps its
+    set-user-ID and set-group-ID bits, as chmod keeps them), symbolic links kept as links (as COPY keeps them).
+    Any other kind of file (a device, a pipe) is refused. Returns (entries copied, bytes of file content)."""
     counted = {"entries": 0, "size": 0}
 
     def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = 0
         info.uname = info.gname = "root"
-        if info.isdir() or (info.isreg() and info.mode & 0o111):
-            info.mode = 0o755
-        elif info.isreg():
-            info.mode = 0o644
+        if info.isdir():
+            info.mode = 0o755 | (info.mode & 0o6000)
+        elif info.isreg() or info.islnk():
+            info.mode = 0o755 if info.mode & 0o111 else 0o644
+        elif not info.issym():
+            raise DeployError(f"cannot copy {info.name} into the image: not a file, folder or link", step="build")
         counted["entries"] += 1
         counted["size"] += info.size if info.isreg() else 0
         return info
 
-    buffer = io.BytesIO()
     try:
-        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
             tar.add(str(context), arcname=dest.lstrip("/"), recursive=True, filter=normalise)
     except OSError as exc:
         raise DeployError(f"cannot pack the build context: {exc}", step="build") from exc
-    return buffer.getvalue(), counted["entries"] - 1, counted["size"]  # the folder itself is not an entry copied
+    return counted["entries"] - 1, counted["size"]  # the folder itself is not an entry copied

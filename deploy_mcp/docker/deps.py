@@ -200,7 +200,7 @@ def prune_deps_images(
                 _unmark(cache, key, USED)
             logger.info("removed %s: no image is built on it and it was not used for %.0f s", ref, now - last)
             removed.append(ref)
-    except MCSError as exc:
+    except (MCSError, OSError) as exc:  # the daemon, or the cache's lock and stamp files
         logger.warning("could not prune dependency images: %s", exc)
     return removed
 

@@ -315,7 +315,10 @@ class DockerRuntime:
             except docker.errors.ImageNotFound:
                 return
         logger.info("removed image %s", artifact_ref)
-        self.tidy()
+        try:
+            self.tidy()
+        except Exception:  # housekeeping: the removal asked for is done
+            logger.warning("could not tidy after removing %s", artifact_ref, exc_info=True)
 
     def tidy(self) -> list[str]:
         """The dependency images no image is built on any more, once unused for ``MCS_DEPS_KEEP_UNUSED_S``, and

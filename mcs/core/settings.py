@@ -118,7 +118,9 @@ class Settings(BaseSettings):
     allow_custom_dockerfile: bool = False
     keep_versions: int = Field(2, ge=1)
     deps_keep_unused_s: float = Field(
-        900.0, ge=0, description="seconds a dependency image no task image is built on is kept before it is removed"
+        900.0,
+        ge=60,  # a deploy that picked the image must have made its container of it before a prune may remove it
+        description="seconds a dependency image no task image is built on is kept before it is removed",
     )
     health_timeout_s: float = Field(60.0, gt=0)
     deploy_lock_ttl_s: int = Field(900, gt=0)
