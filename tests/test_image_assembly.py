@@ -219,28 +219,25 @@ def test_the_assembled_image_is_the_built_one(docker_client, base_ready: str, tr
 def test_a_deploy_build_of_the_rendered_recipe_is_assembled_and_a_custom_one_built(
     docker_client, base_ready: str, tracker: Tracker, tmp_path: Path
 ) -> None:
-    kwargs = {"base_image": BASE, "max_requirements": 10, "wheel_cache_dir": tmp_path / "w", "progress": None}
-    rendered = spec_for(make_context(tmp_path, RENDERED), RENDERED)
-    tag = f"mcs-asm_task:{rendered.version}"
-    tracker.images.append(tag)
-    _, log = build_in_context(docker_client, rendered, tag, [], **kwargs)
+    def deploy_build(dockerfile: str) -> tuple[str, str]:
+        """build_in_context of a new folder with ``dockerfile``, as a deploy runs it: (tag, log)."""
+        spec = spec_for(make_context(tmp_path, dockerfile), dockerfile)
+        tag = f"mcs-asm_task:{spec.version}"
+        tracker.images.append(tag)
+        kwargs = {"base_image": BASE, "max_requirements": 10, "wheel_cache_dir": tmp_path / "w", "progress": None}
+        return tag, build_in_context(docker_client, spec, tag, [], **kwargs)[1]
+
+    tag, log = deploy_build(RENDERED)
     assert log.startswith(f"assembled {tag} ") and "Step " not in log
     labels = docker_client.api.inspect_image(tag)["Config"]["Labels"]
-    assert labels["mcs.version"] == rendered.version and labels[TEST_LABEL] == "1" and labels["mcs.base"] == "1"
+    assert labels["mcs.version"] == tag.split(":")[1] and labels[TEST_LABEL] == "1" and labels["mcs.base"] == "1"
     # A Dockerfile with a step of its own goes to the builder, as before.
-    custom = RENDERED.replace("USER 10001:10001", 'RUN ["true"]\nUSER 10001:10001')
-    other = spec_for(make_context(tmp_path, custom), custom)
-    other_tag = f"mcs-asm_task:{other.version}"
-    tracker.images.append(other_tag)
-    _, log = build_in_context(docker_client, other, other_tag, [], **kwargs)
+    _, log = deploy_build(RENDERED.replace("USER 10001:10001", 'RUN ["true"]\nUSER 10001:10001'))
     assert "Step " in log and not log.startswith("assembled")
     # A recipe's LABEL of a key the deploy worker sets: the builder, whose labels come last, so that the worker's
     # win (an assembly would let the recipe's win).
     claims = RENDERED.replace("USER 10001:10001", "LABEL mcs.task=someone_else mcs.managed=1\nUSER 10001:10001")
-    claiming = spec_for(make_context(tmp_path, claims), claims)
-    claiming_tag = f"mcs-asm_task:{claiming.version}"
-    tracker.images.append(claiming_tag)
-    _, log = build_in_context(docker_client, claiming, claiming_tag, [], **kwargs)
+    claiming_tag, log = deploy_build(claims)
     assert "Step " in log and not log.startswith("assembled")
     assert docker_client.api.inspect_image(claiming_tag)["Config"]["Labels"]["mcs.task"] == "asm_task"
 

@@ -191,7 +191,7 @@ def assemble_image(
         return None
     with tempfile.TemporaryFile() as archive:
         files, size = _archive(context, plan.dest, archive)
-        return _commit(client, archive, tag, spec, plan, labels, base, progress, files, size)
+        return _commit(client, archive, tag, spec, plan, labels, base, config, progress, files, size)
 
 
 def _commit(
@@ -202,11 +202,11 @@ def _commit(
     plan: Assembly,
     labels: Mapping[str, str],
     base: dict[str, Any],
+    config: dict[str, Any],
     progress: Progress | None,
     files: int,
     size: int,
 ) -> tuple[str, str] | None:
-    config = dict(base.get("Config") or {})
     repository, version_tag = split_image_ref(tag)
     name = f"{ASSEMBLE_CONTAINER_PREFIX}{spec.task_name}-{spec.version[:12]}-"
     container_id: str | None = None
